@@ -1,1 +1,54 @@
-//! placeholder
+//! opusgate-cache: a content-addressed, two-tier (memory over disk) byte
+//! store that runs a caller-supplied computation on a miss, once per key
+//! however many callers ask at the same time.
+//!
+//! It knows nothing about audio or HTTP: values are `Bytes` under a
+//! [`Key`] (a SHA-256 content address). Lookups go memory
+//! (`moka`, capacity in bytes), then disk (`sled`, capacity in bytes, LRU,
+//! every record checksummed), then a computation in progress, then a new one.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use opusgate_cache::{Key, Store, StoreConfig};
+//!
+//! let store = Store::open(StoreConfig {
+//!     memory_bytes: 256 << 20,
+//!     disk_path: "/var/cache/opusgate".into(),
+//!     disk_bytes: 8 << 30,
+//! })
+//! .await?;
+//! let input = b"...ogg bytes...";
+//! let key = Key::derive(input, b"rate=48000");
+//! let (wav, outcome) = store
+//!     .get_or_compute(key, || async { Ok::<_, String>(bytes::Bytes::from_static(b"RIFF")) })
+//!     .await?;
+//! println!("X-Cache: {outcome}, {} bytes", wav.len());
+//! store.flush().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Modules: [`key`] (content addresses), `outcome` and `stats` (what the
+//! service reports), `memory` (moka tier), `disk` and `writer` (sled tier:
+//! reads, write-back queue, eviction), `index` (the disk tier's LRU order),
+//! [`record`] (on-disk format), `flight` (single flight), `store` (the
+//! lookup order tying them together).
+
+mod disk;
+mod error;
+mod flight;
+mod index;
+pub mod key;
+mod memory;
+mod outcome;
+mod ratelimit;
+pub mod record;
+mod stats;
+mod store;
+mod writer;
+
+pub use key::Key;
+pub use record::{META_TREE, VALUES_TREE};
+pub use store::{
+    ComputeError, Outcome, Store, StoreConfig, StoreError, StoreStats, Tier, TierStats,
+};

@@ -1,0 +1,323 @@
+//! The disk tier as the rest of the store sees it: opening the sled database,
+//! verified reads run on tokio's blocking pool, and the write-back queue in
+//! front of the writer thread (see `writer`).
+//!
+//! # Eviction policy: least recently used
+//!
+//! sled has no eviction, so the tier keeps the sum of its value lengths at or
+//! under its byte capacity itself, by deleting least-recently-used records
+//! first, in the same sled transaction as the write that needs the room.
+//! Since room is made before a value is written, the total never exceeds
+//! the capacity at all; a value larger than the whole capacity is not
+//! written to disk.
+//!
+//! "Used" means written, read by a disk hit, or evicted from the memory tier
+//! (a value leaving memory was in use until then, which a disk-only clock
+//! would miss). LRU rather than oldest-first because a disk hit means the
+//! value was wanted again after it fell out of memory: under oldest-first,
+//! a clip that keeps being requested would still be dropped as soon as its
+//! first write was the oldest, and computed again. The price is one 16-byte
+//! sled write per disk hit or memory eviction, small next to reading a value.
+//! The recency order lives in `META_TREE` (see [`crate::record`]) so it
+//! survives restarts; a memory hit does not refresh it (that would cost a
+//! disk write per hit).
+//!
+//! # Threads and durability
+//!
+//! Every sled call runs off the async worker threads: reads on
+//! `spawn_blocking`, everything that changes the trees on one dedicated
+//! writer thread. A write is queued and the caller goes on; until the
+//! writer has applied it, the value stays readable from the queue (reported
+//! as a disk hit), so no second computation starts meanwhile. `flush` waits
+//! for the queue ahead of it and then fsyncs. If more than
+//! `PENDING_LIMIT_BYTES` are queued (a disk much slower than the computations),
+//! further writes are dropped and counted as disk write failures rather than
+//! letting memory grow without bound.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sled::{IVec, Tree};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::key::Key;
+use crate::ratelimit::{WarnLimiter, WARN_INTERVAL};
+use crate::record::{self, RecordError, META_TREE, VALUES_TREE};
+use crate::stats::{bump, Counters};
+use crate::writer::{load_index, Op, Writer};
+
+/// sled's own page cache. Its default (1 GiB) would duplicate the memory
+/// tier; disk hits are promoted to memory, so sled needs little cache.
+pub(crate) const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes queued for the writer before further writes are dropped. A
+/// single value is always accepted into an empty queue, whatever its size.
+pub(crate) const PENDING_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+/// How long `open` waits for another handle (in this process or a previous
+/// one that is exiting) to release sled's lock on the database.
+const OPEN_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// State shared by the async side and the writer thread.
+pub(crate) struct Shared {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) capacity: u64,
+    pending: Mutex<PendingWrites>,
+    write_warn: WarnLimiter,
+    read_warn: WarnLimiter,
+}
+
+/// Writes queued but not yet applied, readable by key.
+#[derive(Default)]
+struct PendingWrites {
+    by_key: HashMap<Key, (u64, Bytes)>,
+    bytes: u64,
+    next_ticket: u64,
+}
+
+impl Shared {
+    /// Counts a failed disk write and logs it, at most once per interval.
+    pub(crate) fn write_failed(&self, key: &Key, error: &dyn Display) {
+        bump(&self.counters.disk_write_failures);
+        if let Some(failures) = self.write_warn.record() {
+            tracing::warn!(
+                %key,
+                %error,
+                failures_since_last_log = failures,
+                "opusgate-cache: disk write failed; the value still answers from memory"
+            );
+        }
+    }
+
+    /// Counts a failed disk read and logs it, at most once per interval.
+    fn read_failed(&self, key: &Key, error: &dyn Display) {
+        bump(&self.counters.disk_read_failures);
+        if let Some(failures) = self.read_warn.record() {
+            tracing::warn!(
+                %key,
+                %error,
+                failures_since_last_log = failures,
+                "opusgate-cache: disk read failed; treated as a disk miss"
+            );
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingWrites> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending_value(&self, key: &Key) -> Option<Bytes> {
+        self.pending()
+            .by_key
+            .get(key)
+            .map(|(_, value)| value.clone())
+    }
+
+    /// Forgets the queued write `ticket` for `key` once it is applied (or
+    /// failed); a newer write queued for the same key stays.
+    pub(crate) fn finish_pending(&self, key: &Key, ticket: u64) {
+        let mut pending = self.pending();
+        if pending.by_key.get(key).is_some_and(|(t, _)| *t == ticket) {
+            if let Some((_, value)) = pending.by_key.remove(key) {
+                pending.bytes -= value.len() as u64;
+            }
+        }
+    }
+}
+
+/// What a blocking read found.
+enum Read {
+    Missing,
+    Found(Bytes),
+    Corrupt { record: IVec, error: RecordError },
+}
+
+/// Handle to the disk tier.
+pub(crate) struct DiskTier {
+    shared: Arc<Shared>,
+    values: Tree,
+    ops: mpsc::UnboundedSender<Op>,
+    exited: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl DiskTier {
+    /// Opens (creating if missing) the database at `path`, rebuilds the
+    /// accounting from `META_TREE`, evicts down to `capacity` if needed and
+    /// starts the writer thread.
+    pub(crate) async fn open(
+        path: PathBuf,
+        capacity: u64,
+        counters: Arc<Counters>,
+    ) -> Result<DiskTier, StoreError> {
+        let shared = Arc::new(Shared {
+            counters,
+            capacity,
+            pending: Mutex::new(PendingWrites::default()),
+            write_warn: WarnLimiter::new(WARN_INTERVAL),
+            read_warn: WarnLimiter::new(WARN_INTERVAL),
+        });
+        let started = Instant::now();
+        let writer = loop {
+            let attempt_path = path.clone();
+            let attempt_shared = Arc::clone(&shared);
+            let result = tokio::task::spawn_blocking(move || {
+                open_blocking(&attempt_path, capacity, attempt_shared)
+            })
+            .await?;
+            match result {
+                Ok(writer) => break writer,
+                Err(error) if is_lock_busy(&error) && started.elapsed() < OPEN_LOCK_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let values = writer.values.clone();
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let (exited_tx, exited_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("opusgate-cache-disk".to_owned())
+            .spawn(move || writer.run(ops_rx, exited_tx))?;
+        Ok(DiskTier {
+            shared,
+            values,
+            ops,
+            exited: Mutex::new(Some(exited_rx)),
+        })
+    }
+
+    /// A callback marking a key as just used on disk (for memory evictions).
+    pub(crate) fn toucher(&self) -> impl Fn(Key) + Send + Sync + 'static {
+        let ops = self.ops.clone();
+        move |key| {
+            let _ = ops.send(Op::Touch(key));
+        }
+    }
+
+    /// The verified value under `key`, from the write-back queue or sled.
+    /// A corrupt record is deleted (and counted) before this returns `None`.
+    pub(crate) async fn get(&self, key: &Key) -> Option<Bytes> {
+        if let Some(value) = self.shared.pending_value(key) {
+            return Some(value);
+        }
+        let key = *key;
+        let values = self.values.clone();
+        let read = tokio::task::spawn_blocking(move || read_blocking(&values, &key)).await;
+        match read {
+            Ok(Ok(Read::Missing)) => None,
+            Ok(Ok(Read::Found(value))) => {
+                let _ = self.ops.send(Op::Touch(key));
+                Some(value)
+            }
+            Ok(Ok(Read::Corrupt { record, error })) => {
+                tracing::warn!(%key, %error, "opusgate-cache: corrupt disk record; deleting it");
+                let (done, done_rx) = oneshot::channel();
+                let op = Op::RemoveCorrupt {
+                    key,
+                    seen: record,
+                    done,
+                };
+                if self.ops.send(op).is_ok() {
+                    let _ = done_rx.await;
+                }
+                None
+            }
+            Ok(Err(error)) => {
+                self.shared.read_failed(&key, &error);
+                None
+            }
+            Err(error) => {
+                self.shared.read_failed(&key, &error);
+                None
+            }
+        }
+    }
+
+    /// Queues `value` to be written under `key`; returns at once. Values
+    /// larger than the disk capacity are not written.
+    pub(crate) fn enqueue_write(&self, key: Key, value: Bytes) {
+        let len = value.len() as u64;
+        if len > self.shared.capacity {
+            return;
+        }
+        let ticket = {
+            let mut pending = self.shared.pending();
+            if pending.bytes > 0 && pending.bytes.saturating_add(len) > PENDING_LIMIT_BYTES {
+                drop(pending);
+                self.shared
+                    .write_failed(&key, &"write-back queue full; write dropped");
+                return;
+            }
+            let ticket = pending.next_ticket;
+            pending.next_ticket += 1;
+            if let Some((_, old)) = pending.by_key.insert(key, (ticket, value.clone())) {
+                pending.bytes -= old.len() as u64;
+            }
+            pending.bytes += len;
+            ticket
+        };
+        if self.ops.send(Op::Write { key, value, ticket }).is_err() {
+            self.shared.finish_pending(&key, ticket);
+            self.shared.write_failed(&key, &StoreError::WriterStopped);
+        }
+    }
+
+    /// Number of queued writes not yet applied.
+    pub(crate) fn pending_writes(&self) -> u64 {
+        self.shared.pending().by_key.len() as u64
+    }
+
+    /// Waits for every write queued so far, then fsyncs sled.
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let (done, done_rx) = oneshot::channel();
+        self.ops
+            .send(Op::Flush(done))
+            .map_err(|_| StoreError::WriterStopped)?;
+        done_rx.await.map_err(|_| StoreError::WriterStopped)??;
+        Ok(())
+    }
+
+    /// The signal the writer thread sends once it has released the database
+    /// (taken once, by `close`).
+    pub(crate) fn take_exit_signal(&self) -> Option<oneshot::Receiver<()>> {
+        self.exited.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn open_blocking(path: &Path, capacity: u64, shared: Arc<Shared>) -> Result<Writer, sled::Error> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(SLED_CACHE_BYTES)
+        .open()?;
+    let values = db.open_tree(VALUES_TREE)?;
+    let meta = db.open_tree(META_TREE)?;
+    let index = load_index(&values, &meta, capacity, &shared)?;
+    let mut writer = Writer {
+        db,
+        values,
+        meta,
+        index,
+        shared,
+        last_size_refresh: None,
+    };
+    writer.refresh_size_on_disk();
+    Ok(writer)
+}
+
+fn read_blocking(values: &Tree, key: &Key) -> Result<Read, sled::Error> {
+    let Some(record) = values.get(key.as_bytes())? else {
+        return Ok(Read::Missing);
+    };
+    match record::verify(&record) {
+        Ok(range) => Ok(Read::Found(Bytes::from_owner(record).slice(range))),
+        Err(error) => Ok(Read::Corrupt { record, error }),
+    }
+}
+
+/// Whether sled failed only because another handle holds its file lock.
+fn is_lock_busy(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}

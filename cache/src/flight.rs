@@ -1,0 +1,213 @@
+//! Single flight: the map of computations in progress, so that concurrent
+//! callers for one absent key share one computation.
+//!
+//! The first caller to find no entry for a key becomes the leader: it gets a
+//! [`Publisher`] (moved into the spawned task that runs the computation, so
+//! the result no longer depends on the leader's own future) and a receiver.
+//! Later callers get a receiver only. The task publishes exactly one
+//! [`FlightResult`] and removes the entry; if the task disappears without
+//! publishing (dropped by a runtime shutting down), the `Publisher`'s drop
+//! removes the entry and the receivers see the channel closed.
+//!
+//! Results are type-erased (`Arc<dyn Any>`), since one store serves callers
+//! whose computations have different error types.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::key::Key;
+
+/// Where the flight's value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The computation produced it.
+    Computed,
+    /// The task's re-check found it in memory (stored by a flight that ended
+    /// between the leader's own lookups and its taking the slot).
+    Memory,
+    /// The task's re-check found it on disk.
+    Disk,
+}
+
+/// The one result of a flight, shared by all its callers.
+#[derive(Clone)]
+pub(crate) enum FlightResult {
+    /// The value and where it came from.
+    Value(Bytes, Source),
+    /// The computation's error, as `E` behind `Any`.
+    Failed(Arc<dyn Any + Send + Sync>),
+    /// The computation panicked.
+    Panicked,
+}
+
+type Slot = watch::Receiver<Option<FlightResult>>;
+
+struct Entry {
+    id: u64,
+    result: Slot,
+}
+
+#[derive(Default)]
+struct FlightMap {
+    by_key: HashMap<Key, Entry>,
+    next_id: u64,
+}
+
+/// The computations in progress, by key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<FlightMap>,
+}
+
+/// A caller's place in a flight.
+pub(crate) enum Joined {
+    /// A flight was already running: wait on this.
+    Waiter(Waiter),
+    /// No flight was running: this caller starts one.
+    Leader(Publisher, Waiter),
+}
+
+/// Waits for a flight's result.
+pub(crate) struct Waiter {
+    result: Slot,
+}
+
+/// The right and duty to publish a flight's result. Dropping it unpublished
+/// ends the flight with a closed channel.
+pub(crate) struct Publisher {
+    flights: Arc<Flights>,
+    key: Key,
+    id: u64,
+    sender: Option<watch::Sender<Option<FlightResult>>>,
+}
+
+impl Flights {
+    fn map(&self) -> MutexGuard<'_, FlightMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Joins the flight for `key`, starting one if none runs. The check and
+    /// the insertion happen under one lock, so exactly one caller leads.
+    pub(crate) fn join(self: &Arc<Self>, key: Key) -> Joined {
+        let mut map = self.map();
+        if let Some(entry) = map.by_key.get(&key) {
+            return Joined::Waiter(Waiter {
+                result: entry.result.clone(),
+            });
+        }
+        let id = map.next_id;
+        map.next_id += 1;
+        let (sender, result) = watch::channel(None);
+        map.by_key.insert(
+            key,
+            Entry {
+                id,
+                result: result.clone(),
+            },
+        );
+        let publisher = Publisher {
+            flights: Arc::clone(self),
+            key,
+            id,
+            sender: Some(sender),
+        };
+        Joined::Leader(publisher, Waiter { result })
+    }
+
+    /// Number of flights in progress.
+    pub(crate) fn len(&self) -> u64 {
+        self.map().by_key.len() as u64
+    }
+
+    fn remove(&self, key: &Key, id: u64) {
+        let mut map = self.map();
+        if map.by_key.get(key).is_some_and(|entry| entry.id == id) {
+            map.by_key.remove(key);
+        }
+    }
+}
+
+impl Publisher {
+    /// The key this flight computes.
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Ends the flight: removes it from the map, then hands `result` to
+    /// every receiver. Callers arriving after the removal look the key up
+    /// afresh (a value is stored before it is published).
+    pub(crate) fn publish(mut self, result: FlightResult) {
+        self.flights.remove(&self.key, self.id);
+        if let Some(sender) = self.sender.take() {
+            sender.send_replace(Some(result));
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.sender.is_some() {
+            self.flights.remove(&self.key, self.id);
+        }
+    }
+}
+
+impl Waiter {
+    /// The flight's result, or `None` if the flight ended without one.
+    pub(crate) async fn wait(mut self) -> Option<FlightResult> {
+        match self.result.wait_for(Option::is_some).await {
+            Ok(result) => result.clone(),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(result: Option<FlightResult>) -> Option<Bytes> {
+        match result {
+            Some(FlightResult::Value(v, _)) => Some(v),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_leader_then_waiters_share_the_result() {
+        let flights = Arc::new(Flights::default());
+        let key = Key::from_bytes([1; 32]);
+        let Joined::Leader(publisher, leader) = flights.join(key) else {
+            panic!("first caller must lead");
+        };
+        let Joined::Waiter(waiter) = flights.join(key) else {
+            panic!("second caller must wait");
+        };
+        assert_eq!(flights.len(), 1);
+        publisher.publish(FlightResult::Value(
+            Bytes::from_static(b"v"),
+            Source::Computed,
+        ));
+        assert_eq!(flights.len(), 0);
+        assert_eq!(value(leader.wait().await), Some(Bytes::from_static(b"v")));
+        assert_eq!(value(waiter.wait().await), Some(Bytes::from_static(b"v")));
+        // The flight is over: the next caller leads a new one.
+        assert!(matches!(flights.join(key), Joined::Leader(..)));
+    }
+
+    #[tokio::test]
+    async fn dropped_publisher_closes_the_flight() {
+        let flights = Arc::new(Flights::default());
+        let key = Key::from_bytes([2; 32]);
+        let Joined::Leader(publisher, leader) = flights.join(key) else {
+            panic!("first caller must lead");
+        };
+        drop(publisher);
+        assert_eq!(flights.len(), 0);
+        assert!(leader.wait().await.is_none());
+    }
+}

@@ -1,0 +1,341 @@
+//! The [`Store`]: the lookup order (memory, then disk, then a computation in
+//! progress, then a new computation), the spawned computation task, and the
+//! public configuration and stats entry points.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+
+use crate::disk::DiskTier;
+use crate::flight::{FlightResult, Flights, Joined, Publisher, Source};
+use crate::key::Key;
+use crate::memory::MemoryTier;
+use crate::stats::{bump, load, Counters};
+
+pub use crate::error::{ComputeError, StoreError};
+pub use crate::outcome::{Outcome, Tier};
+pub use crate::stats::{StoreStats, TierStats};
+
+/// Where and how big the tiers are.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Capacity of the memory tier, in bytes of values. 0 disables it.
+    pub memory_bytes: u64,
+    /// Directory of the sled database (created if missing).
+    pub disk_path: PathBuf,
+    /// Capacity of the disk tier, in bytes of values (record headers and
+    /// sled's own overhead come on top; see `StoreStats::disk_size_on_disk_bytes`).
+    /// 0 means nothing is written to disk.
+    pub disk_bytes: u64,
+}
+
+/// A two-tier (memory over disk) content-addressed byte store with
+/// single-flight computation of missing values.
+///
+/// Cheap to clone (one `Arc`); every clone is the same store. Needs a tokio
+/// runtime (it spawns tasks and blocking reads).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    memory: MemoryTier,
+    disk: DiskTier,
+    flights: Arc<Flights>,
+    counters: Arc<Counters>,
+    disk_capacity: u64,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the sled database at `disk_path`, rebuilds
+    /// the disk tier's byte and entry accounting from its recency tree
+    /// (evicting down to `disk_bytes` if the capacity shrank), and starts the
+    /// disk writer thread. sled runs off the async threads.
+    ///
+    /// If another handle still holds sled's lock on the directory (a store
+    /// being dropped in this process, or a previous process exiting), waits
+    /// up to 5 s for it.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if config.disk_path.as_os_str().is_empty() {
+            return Err(StoreError::Config("disk_path is empty".to_owned()));
+        }
+        let counters = Arc::new(Counters::default());
+        let disk = DiskTier::open(
+            config.disk_path.clone(),
+            config.disk_bytes,
+            Arc::clone(&counters),
+        )
+        .await?;
+        let memory = MemoryTier::new(config.memory_bytes, Arc::clone(&counters), disk.toucher());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                memory,
+                disk,
+                flights: Arc::new(Flights::default()),
+                counters,
+                disk_capacity: config.disk_bytes,
+            }),
+        })
+    }
+
+    /// The value under `key` and the tier that answered, without computing.
+    ///
+    /// Not a lookup for the outcome counters. A disk hit is promoted into
+    /// memory. A corrupt disk record is deleted and counted, and reads as
+    /// absent. A value whose disk write is still queued answers as `Disk`.
+    pub async fn get(&self, key: &Key) -> Option<(Bytes, Tier)> {
+        if let Some(value) = self.inner.memory.get(key).await {
+            return Some((value, Tier::Memory));
+        }
+        self.inner
+            .disk_lookup(key)
+            .await
+            .map(|value| (value, Tier::Disk))
+    }
+
+    /// The value under `key`, computing it with `compute` if no tier has it.
+    ///
+    /// Order: memory, disk, a computation already in progress for `key`
+    /// (this caller waits for it: [`Outcome::Coalesced`]), else a new
+    /// computation ([`Outcome::Miss`]). The computation runs in its own tokio
+    /// task: if this caller's future is dropped, it still finishes, its value
+    /// is stored and the other waiters get it. Concurrent callers for one
+    /// key run `compute` once between them.
+    ///
+    /// A successful value is in memory before any caller gets it (so the
+    /// next request hits memory) and is written to disk in the background.
+    /// An error reaches every caller waiting at that moment and is not
+    /// stored; the next call computes again. A panic in `compute` becomes
+    /// [`ComputeError::Panicked`] for every waiter.
+    ///
+    /// Waiters share the leader's error by downcasting it to their own `E`;
+    /// a waiter whose `E` differs from the leader's (one key used with two
+    /// error types) looks the key up again instead.
+    pub async fn get_or_compute<F, Fut, E>(
+        &self,
+        key: Key,
+        compute: F,
+    ) -> Result<(Bytes, Outcome), ComputeError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Clone + Send + Sync + 'static,
+    {
+        let inner = &self.inner;
+        let counters = &inner.counters;
+        let mut compute = Some(compute);
+        loop {
+            if let Some(value) = inner.memory.get(&key).await {
+                bump(&counters.hits_memory);
+                return Ok((value, Outcome::HitMemory));
+            }
+            if let Some(value) = inner.disk_lookup(&key).await {
+                bump(&counters.hits_disk);
+                return Ok((value, Outcome::HitDisk));
+            }
+            match inner.flights.join(key) {
+                Joined::Waiter(waiter) => {
+                    // Counted on joining, so a waiter whose future is dropped
+                    // still counts; undone below if the result is unusable.
+                    bump(&counters.coalesced);
+                    match waiter.wait().await {
+                        Some(FlightResult::Value(value, _)) => {
+                            return Ok((value, Outcome::Coalesced))
+                        }
+                        Some(FlightResult::Panicked) => return Err(ComputeError::Panicked),
+                        Some(FlightResult::Failed(error)) => {
+                            if let Some(error) = error.downcast_ref::<E>() {
+                                return Err(ComputeError::Failed(error.clone()));
+                            }
+                        }
+                        None => {}
+                    }
+                    counters.coalesced.fetch_sub(1, Ordering::Relaxed);
+                }
+                Joined::Leader(publisher, waiter) => {
+                    // Only the leader branch takes `compute`, and it returns.
+                    let Some(compute) = compute.take() else {
+                        return Err(ComputeError::Panicked);
+                    };
+                    // No await between taking the slot and spawning: the
+                    // flight cannot be orphaned by this future being dropped.
+                    tokio::spawn(run_flight(Arc::clone(inner), publisher, compute));
+                    return match waiter.wait().await {
+                        Some(FlightResult::Value(value, source)) => {
+                            Ok((value, leader_outcome(source)))
+                        }
+                        Some(FlightResult::Failed(error)) => Err(error
+                            .downcast_ref::<E>()
+                            .cloned()
+                            .map_or(ComputeError::Panicked, ComputeError::Failed)),
+                        Some(FlightResult::Panicked) | None => Err(ComputeError::Panicked),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Stores `value` under `key` in memory now and on disk in the
+    /// background, for callers that computed it elsewhere.
+    pub async fn insert(&self, key: Key, value: Bytes) {
+        self.inner.store_value(key, value).await;
+    }
+
+    /// A snapshot of the counters and gauges. Cheap and non-blocking; see
+    /// [`StoreStats`] for how exact each figure is.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            hits_memory: load(&c.hits_memory),
+            hits_disk: load(&c.hits_disk),
+            coalesced: load(&c.coalesced),
+            misses: load(&c.misses),
+            computations_started: load(&c.computations_started),
+            computations_failed: load(&c.computations_failed),
+            in_flight: self.inner.flights.len(),
+            evictions_memory: load(&c.evictions_memory),
+            evictions_disk: load(&c.evictions_disk),
+            corrupt_records: load(&c.corrupt_records),
+            disk_write_failures: load(&c.disk_write_failures),
+            disk_read_failures: load(&c.disk_read_failures),
+            disk_writes_pending: self.inner.disk.pending_writes(),
+            memory: self.inner.memory.stats(),
+            disk: TierStats {
+                entries: load(&c.disk_entries),
+                bytes: load(&c.disk_bytes),
+                capacity_bytes: self.inner.disk_capacity,
+            },
+            disk_size_on_disk_bytes: load(&c.disk_size_on_disk),
+        }
+    }
+
+    /// Runs the memory tier's pending maintenance (size evictions and its
+    /// entry/byte figures) now, so that `stats().memory` is exact.
+    pub async fn run_pending_tasks(&self) {
+        self.inner.memory.run_pending_tasks().await;
+    }
+
+    /// Waits for every disk write queued before this call, then makes the
+    /// disk tier durable (sled flush, i.e. fsync). Also runs the memory
+    /// tier's pending maintenance. Call it on shutdown.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.memory.run_pending_tasks().await;
+        self.inner.disk.flush().await
+    }
+
+    /// Flushes, then, if this is the last handle to the store, waits until
+    /// the disk writer thread has dropped its database handles. With other
+    /// handles still alive it only flushes; the database closes when the
+    /// last one is dropped.
+    ///
+    /// sled's own background I/O threads may hold the directory's lock for a
+    /// few more milliseconds; [`Store::open`] waits for that.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.flush().await?;
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let exited = inner.disk.take_exit_signal();
+            drop(inner);
+            if let Some(exited) = exited {
+                let _ = exited.await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Disk lookup with promotion of a hit into memory.
+    async fn disk_lookup(&self, key: &Key) -> Option<Bytes> {
+        let value = self.disk.get(key).await?;
+        self.memory.insert(*key, value.clone()).await;
+        Some(value)
+    }
+
+    /// Memory now, disk in the background.
+    async fn store_value(&self, key: Key, value: Bytes) {
+        self.memory.insert(key, value.clone()).await;
+        self.disk.enqueue_write(key, value);
+    }
+}
+
+fn leader_outcome(source: Source) -> Outcome {
+    match source {
+        Source::Computed => Outcome::Miss,
+        Source::Memory => Outcome::HitMemory,
+        Source::Disk => Outcome::HitDisk,
+    }
+}
+
+/// The body of a flight's task: look once more (a flight for the key may
+/// have finished between the leader's lookups and its taking the slot),
+/// else compute, store and publish.
+async fn run_flight<F, Fut, E>(inner: Arc<Inner>, publisher: Publisher, compute: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+    E: Clone + Send + Sync + 'static,
+{
+    let key = publisher.key();
+    let counters = &inner.counters;
+    if let Some(value) = inner.memory.get(&key).await {
+        bump(&counters.hits_memory);
+        publisher.publish(FlightResult::Value(value, Source::Memory));
+        return;
+    }
+    if let Some(value) = inner.disk_lookup(&key).await {
+        bump(&counters.hits_disk);
+        publisher.publish(FlightResult::Value(value, Source::Disk));
+        return;
+    }
+    bump(&counters.misses);
+    bump(&counters.computations_started);
+    let outcome = AssertUnwindSafe(async move { compute().await })
+        .catch_unwind()
+        .await;
+    let result = match outcome {
+        Ok(Ok(value)) => {
+            inner.store_value(key, value.clone()).await;
+            FlightResult::Value(value, Source::Computed)
+        }
+        Ok(Err(error)) => {
+            bump(&counters.computations_failed);
+            FlightResult::Failed(Arc::new(error))
+        }
+        Err(panic) => {
+            bump(&counters.computations_failed);
+            tracing::warn!(
+                %key,
+                panic = panic_message(panic.as_ref()),
+                "opusgate-cache: computation panicked"
+            );
+            FlightResult::Panicked
+        }
+    };
+    publisher.publish(result);
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "non-string panic payload"
+    }
+}
