@@ -1,0 +1,349 @@
+//! Demultiplexing: from the input bytes to the audio packets of each Ogg Opus
+//! stream (each link of a chain), with the sample counts that pre-skip and the
+//! granule positions give, all worked out before anything is decoded.
+//!
+//! Rules, following RFC 7845 section 4 and libopusfile (the library behind
+//! `opusdec`):
+//! - A link is a group of streams whose BOS pages come first; the first stream
+//!   in a group whose BOS page holds an OpusHead is decoded, every other
+//!   logical stream (Vorbis, Theora, Skeleton, a second Opus stream) is skipped.
+//!   Links follow each other in the file (chaining).
+//! - The OpusHead must be alone on the BOS page, the OpusTags packet (of any
+//!   size, spanning any number of pages; it is not kept in memory) must be the
+//!   second packet, and audio starts on a fresh page.
+//! - Start granule (section 4.5): on the first page with completed audio
+//!   packets, `start = granule - samples completed on that page`. A start above
+//!   0 (a stream cut from a live recording) is accepted and pre-skip still
+//!   applies; a granule smaller than the page's samples is invalid unless that
+//!   page is also the last one, where the start is 0 and the end is trimmed.
+//! - End trimming (section 4.4): on the end-of-stream page only
+//!   `granule - previous page's granule` of the page's samples are kept.
+//! - The link's output is `kept samples - pre-skip` at 48 kHz; fewer kept
+//!   samples than the pre-skip is invalid.
+//! - Empty packets are skipped (they hold no audio); a packet whose TOC is
+//!   invalid, a page with completed packets but no granule, a granule that goes
+//!   backwards, missing pages (sequence gap) and CRC failures are invalid.
+//! - A stream without an end-of-stream page, or a cut-off last page or
+//!   packet, is `truncated_stream`; in lenient mode the intact pages are kept
+//!   (without end trimming).
+//! - At most 10 000 links and 64 multiplexed streams per link are accepted.
+//! - The duration limit is checked on every granule position and on the
+//!   running sum of packet durations, so an over-long file is refused after
+//!   reading at most the limit's worth of pages, and the packet list stays
+//!   bounded by the limit.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use super::error::CodecError;
+use super::head::{OpusHead, HEAD_MAGIC};
+use super::page::{read_page, PageError, CAPTURE};
+use super::stream::Stream;
+use super::ConvertOptions;
+
+/// Most links (chained streams) accepted in one input.
+const MAX_LINKS: usize = 10_000;
+/// Most logical streams multiplexed in one link.
+const MAX_GROUP_STREAMS: usize = 64;
+
+/// The Opus streams of an input, ready to decode.
+#[derive(Debug, Clone)]
+pub struct Demuxed<'a> {
+    /// The decoded links, in file order (one unless the file is chained).
+    pub links: Vec<Link<'a>>,
+}
+
+impl Demuxed<'_> {
+    /// Total output length at 48 kHz, summed over links.
+    pub fn output_samples_48k(&self) -> u64 {
+        self.links.iter().map(Link::output_samples_48k).sum()
+    }
+}
+
+/// One Ogg Opus logical stream (one link of a chain).
+#[derive(Debug, Clone)]
+pub struct Link<'a> {
+    /// Its serial number.
+    pub serial: u32,
+    /// Its identification header.
+    pub head: OpusHead,
+    /// Its non-empty audio packets in order (borrowed unless they span pages).
+    pub packets: Vec<Cow<'a, [u8]>>,
+    /// Granule position before the first sample (above 0 for a stream cut
+    /// from a live recording).
+    pub start_granule: u64,
+    /// Samples at 48 kHz all packets decode to.
+    pub decoded_samples_48k: u64,
+    /// Samples at 48 kHz to keep from the decoder output after end trimming,
+    /// pre-skip included.
+    pub kept_samples_48k: u64,
+    /// Whether the stream ended with an end-of-stream page (false only in
+    /// lenient mode).
+    pub complete: bool,
+}
+
+impl Link<'_> {
+    /// Output length of this link at 48 kHz: kept samples minus pre-skip.
+    pub fn output_samples_48k(&self) -> u64 {
+        self.kept_samples_48k
+            .saturating_sub(u64::from(self.head.pre_skip))
+    }
+}
+
+/// Splits `input` into its Opus links and works out their lengths, checking
+/// structure, CRCs, granule positions, the duration limit and the deadline of
+/// `opts`. Decodes nothing.
+pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, CodecError> {
+    if input.is_empty() {
+        return Err(CodecError::UnsupportedFormat("the input is empty".into()));
+    }
+    if !input.starts_with(CAPTURE) {
+        return Err(CodecError::UnsupportedFormat(describe_non_ogg(input)));
+    }
+    let mut ctx = Ctx::new(opts);
+    let mut links: Vec<Link<'a>> = Vec::new();
+    let mut cur: Option<Stream<'a>> = None;
+    let mut group_open = false;
+    let mut group_serials: Vec<u32> = Vec::new();
+    let mut skipped: Vec<&'static str> = Vec::new();
+    let mut offset = 0usize;
+    let mut pages = 0u32;
+    while offset < input.len() {
+        let page = match read_page(input, offset) {
+            Ok(page) => page,
+            Err(PageError::Truncated { missing }) => {
+                if opts.lenient {
+                    break;
+                }
+                return Err(CodecError::TruncatedStream(format!(
+                    "the file ends inside the Ogg page at byte {offset} ({missing} or more bytes \
+                     missing); the upload was cut off (lenient conversion decodes the intact part)"
+                )));
+            }
+            Err(PageError::NotAPage) => {
+                if opts.lenient || cur.as_ref().map_or(true, |s| s.ended) {
+                    break; // trailing bytes after the last stream ended
+                }
+                return Err(CodecError::InvalidStream(format!(
+                    "the bytes at offset {offset} are not an Ogg page while the Opus stream is \
+                     still open: the file is corrupted or has foreign data spliced into it"
+                )));
+            }
+            Err(PageError::BadVersion(v)) => {
+                return Err(CodecError::InvalidStream(format!(
+                    "the Ogg page at byte {offset} has stream structure version {v} (only 0 \
+                     exists): the file is corrupted"
+                )));
+            }
+            Err(PageError::BadCrc { stored, computed }) => {
+                return Err(CodecError::InvalidStream(format!(
+                    "the Ogg page at byte {offset} fails its CRC check (stored {stored:08x}, \
+                     computed {computed:08x}): the file was damaged or edited"
+                )));
+            }
+        };
+        offset += page.len();
+        pages = pages.wrapping_add(1);
+        if pages % 256 == 0 {
+            ctx.check_deadline()?;
+        }
+        if page.bos() {
+            if !group_open {
+                if let Some(stream) = cur.take() {
+                    links.push(ctx.finish(stream, opts.lenient, Some(page.offset))?);
+                    if links.len() >= MAX_LINKS {
+                        return Err(CodecError::InvalidStream(format!(
+                            "more than {MAX_LINKS} chained streams in one file are not supported"
+                        )));
+                    }
+                }
+                group_serials.clear();
+                group_open = true;
+            }
+            if group_serials.len() >= MAX_GROUP_STREAMS {
+                return Err(CodecError::InvalidStream(format!(
+                    "more than {MAX_GROUP_STREAMS} logical streams multiplexed together at byte {}",
+                    page.offset
+                )));
+            }
+            if group_serials.contains(&page.serial) {
+                return Err(CodecError::InvalidStream(format!(
+                    "two logical streams at the start of the link at byte {} share serial number {}",
+                    page.offset, page.serial
+                )));
+            }
+            group_serials.push(page.serial);
+            if cur.is_none() && page.body.starts_with(HEAD_MAGIC) {
+                cur = Some(Stream::open(&page)?);
+            } else {
+                let name = codec_name(page.body);
+                if !skipped.contains(&name) {
+                    skipped.push(name);
+                }
+            }
+            continue;
+        }
+        group_open = false;
+        if let Some(stream) = cur.as_mut() {
+            if stream.serial == page.serial && !stream.ended {
+                stream.on_page(&page, &mut ctx, opts.lenient)?;
+            }
+        }
+    }
+    if let Some(stream) = cur.take() {
+        links.push(ctx.finish(stream, opts.lenient, None)?);
+    }
+    if links.is_empty() {
+        let found = if skipped.is_empty() {
+            "no logical stream".to_string()
+        } else {
+            skipped.join(", ")
+        };
+        return Err(CodecError::UnsupportedFormat(format!(
+            "the Ogg file holds no Opus stream (found: {found}); only Ogg Opus is accepted"
+        )));
+    }
+    Ok(Demuxed { links })
+}
+
+/// Limits and running totals shared by the links of one input.
+pub(crate) struct Ctx {
+    max_48k: u64,
+    done_48k: u64,
+    limit: std::time::Duration,
+    deadline: Option<Instant>,
+    started: Instant,
+}
+
+impl Ctx {
+    fn new(opts: &ConvertOptions) -> Ctx {
+        let max = opts.max_duration.as_nanos().saturating_mul(48) / 1_000_000;
+        Ctx {
+            max_48k: u64::try_from(max).unwrap_or(u64::MAX),
+            done_48k: 0,
+            limit: opts.max_duration,
+            deadline: opts.deadline,
+            started: Instant::now(),
+        }
+    }
+
+    fn check_deadline(&self) -> Result<(), CodecError> {
+        check_deadline(self.deadline, self.started)
+    }
+
+    /// Refuses when earlier links plus `samples` of this one exceed the limit,
+    /// `slack` samples tolerated (for end trimming still to come).
+    pub(crate) fn check_length(
+        &self,
+        samples: u64,
+        slack: u64,
+        at_least: bool,
+    ) -> Result<(), CodecError> {
+        let total = self.done_48k.saturating_add(samples);
+        if total > self.max_48k.saturating_add(slack) {
+            return Err(CodecError::too_long(total, at_least, self.limit));
+        }
+        Ok(())
+    }
+
+    /// Closes a stream into a link; `next_link` is where the next link starts.
+    fn finish<'a>(
+        &mut self,
+        s: Stream<'a>,
+        lenient: bool,
+        next_link: Option<usize>,
+    ) -> Result<Link<'a>, CodecError> {
+        if !s.ended && !lenient {
+            return Err(CodecError::TruncatedStream(match next_link {
+                Some(at) => format!(
+                    "the Opus stream has no end-of-stream page before the next chained stream \
+                     starts at byte {at}: it was cut off (lenient conversion decodes the intact part)"
+                ),
+                None => "the Opus stream ends without an end-of-stream page: the file was cut off \
+                         (lenient conversion decodes the intact part)"
+                    .to_string(),
+            }));
+        }
+        let kept = if s.ended {
+            s.keep.unwrap_or(s.decoded)
+        } else {
+            s.decoded
+        };
+        let pre_skip = u64::from(s.head.pre_skip);
+        if kept < pre_skip && s.ended {
+            return Err(CodecError::InvalidStream(format!(
+                "bad OpusHead: the pre-skip of {pre_skip} samples is longer than the whole stream \
+                 ({kept} samples at 48 kHz)"
+            )));
+        }
+        let link = Link {
+            serial: s.serial,
+            head: s.head,
+            packets: s.packets,
+            start_granule: s.start.unwrap_or(0),
+            decoded_samples_48k: s.decoded,
+            kept_samples_48k: kept,
+            complete: s.ended,
+        };
+        self.check_length(link.output_samples_48k(), 0, next_link.is_some())?;
+        self.done_48k = self.done_48k.saturating_add(link.output_samples_48k());
+        Ok(link)
+    }
+}
+
+/// Fails with `conversion_timeout` once `deadline` has passed.
+pub(crate) fn check_deadline(
+    deadline: Option<Instant>,
+    started: Instant,
+) -> Result<(), CodecError> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(CodecError::ConversionTimeout {
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Names the codec of a logical stream from its first packet.
+fn codec_name(first_packet: &[u8]) -> &'static str {
+    const KNOWN: [(&[u8], &str); 9] = [
+        (b"\x01vorbis", "Vorbis"),
+        (b"Speex   ", "Speex"),
+        (b"\x7fFLAC", "FLAC"),
+        (b"\x80theora", "Theora"),
+        (b"fishead\0", "Skeleton"),
+        (b"OpusHead", "a second Opus stream"),
+        (b"\x80kate", "Kate"),
+        (b"BBCD", "Dirac"),
+        (b"PCM     ", "PCM"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(magic, _)| first_packet.starts_with(magic))
+        .map_or("an unknown codec", |k| k.1)
+}
+
+/// Says what a non-Ogg input looks like, for the error message.
+fn describe_non_ogg(input: &[u8]) -> String {
+    let what = if input.starts_with(b"RIFF") && input.get(8..12) == Some(b"WAVE") {
+        "a WAV file"
+    } else if input.starts_with(b"ID3")
+        || (input.len() > 1 && input[0] == 0xFF && input[1] & 0xE0 == 0xE0)
+    {
+        "an MP3 file"
+    } else if input.starts_with(b"fLaC") {
+        "a FLAC file"
+    } else if input.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        "a WebM/Matroska file (browsers often record WebM; ask for audio/ogg;codecs=opus, or \
+         remux with `ffmpeg -i in.webm -c:a copy out.opus`)"
+    } else if input.get(4..8) == Some(b"ftyp") {
+        "an MP4/M4A file"
+    } else if input.starts_with(b"#!AMR") {
+        "an AMR file"
+    } else {
+        return "the input is not an Ogg file: it does not start with the \"OggS\" capture \
+                pattern. Only Ogg Opus is accepted"
+            .to_string();
+    };
+    format!("the input is not an Ogg file; it looks like {what}. Only Ogg Opus is accepted")
+}

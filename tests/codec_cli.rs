@@ -1,0 +1,232 @@
+//! The `opusgate convert` and `opusgate sample` subcommands, run as the real
+//! binary: outputs equal the library's, every failure is reported with its
+//! file name, exit codes say what happened, stdin/stdout work.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use opusgate::codec::{convert, encode_sample, ConvertOptions, SampleOptions};
+
+fn opusgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opusgate"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run opusgate");
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(data).expect("write stdin");
+    }
+    child.wait_with_output().expect("opusgate output")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn sample_then_convert_matches_the_library() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = dir.path().join("clip.opus");
+    let o = opusgate(
+        &["sample", "--seconds", "1.5", "--seed", "3", "-o", p(&clip)],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&clip).expect("clip");
+    let expected = encode_sample(&SampleOptions {
+        seconds: 1.5,
+        seed: 3,
+        ..SampleOptions::default()
+    })
+    .expect("sample");
+    assert_eq!(bytes, expected);
+
+    let wav = dir.path().join("out.wav");
+    let o = opusgate(
+        &[
+            "convert",
+            p(&clip),
+            "-o",
+            p(&wav),
+            "--rate",
+            "24000",
+            "--channels",
+            "2",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lib = convert(
+        &bytes,
+        &ConvertOptions {
+            rate: 24000,
+            channels: 2,
+            ..ConvertOptions::default()
+        },
+    )
+    .expect("lib");
+    assert_eq!(std::fs::read(&wav).expect("wav"), lib.wav);
+
+    // Without -o or --out-dir the WAV goes next to the input.
+    let o = opusgate(&["convert", p(&clip)], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let beside = std::fs::read(dir.path().join("clip.wav")).expect("clip.wav");
+    assert_eq!(
+        beside,
+        convert(&bytes, &ConvertOptions::default())
+            .expect("lib")
+            .wav
+    );
+}
+
+#[test]
+fn many_files_report_each_failure_by_name_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out dir");
+    let mut inputs = Vec::new();
+    for seed in 0..4 {
+        let f = dir.path().join(format!("good{seed}.opus"));
+        std::fs::write(
+            &f,
+            encode_sample(&SampleOptions {
+                seconds: 0.5,
+                seed,
+                ..SampleOptions::default()
+            })
+            .expect("s"),
+        )
+        .expect("write");
+        inputs.push(f);
+    }
+    let broken = dir.path().join("broken.opus");
+    std::fs::write(&broken, b"this is not an Ogg file").expect("write");
+    let cut = dir.path().join("cut.opus");
+    let whole = std::fs::read(&inputs[0]).expect("read");
+    std::fs::write(&cut, &whole[..whole.len() - 7]).expect("write");
+    let missing = dir.path().join("missing.opus");
+    let mut args = vec!["convert", "--out-dir", p(&out), "-j", "2"];
+    args.extend(inputs.iter().map(|f| p(f)));
+    args.extend([p(&broken), p(&cut), p(&missing)]);
+    let o = opusgate(&args, None);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("broken.opus") && err.contains("unsupported_format"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cut.opus") && err.contains("truncated_stream"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing.opus") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("converted 4 of 7 files"), "{err}");
+    let mut written: Vec<String> = std::fs::read_dir(&out)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        ["good0.wav", "good1.wav", "good2.wav", "good3.wav"],
+        "failed conversions must leave nothing"
+    );
+
+    // --lenient decodes the cut file.
+    let o = opusgate(
+        &["convert", "--lenient", "--out-dir", p(&out), p(&cut)],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("cut.wav").exists());
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let bytes = encode_sample(&SampleOptions {
+        seconds: 0.7,
+        seed: 9,
+        ..SampleOptions::default()
+    })
+    .expect("s");
+    let o = opusgate(&["convert", "-", "--rate", "8000"], Some(&bytes));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lib = convert(
+        &bytes,
+        &ConvertOptions {
+            rate: 8000,
+            ..ConvertOptions::default()
+        },
+    )
+    .expect("lib");
+    assert_eq!(o.stdout, lib.wav);
+
+    let o = opusgate(
+        &["sample", "--seconds", "0.7", "--seed", "9", "-o", "-"],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, bytes);
+    let other = opusgate(
+        &["sample", "--seconds", "0.7", "--seed", "10", "-o", "-"],
+        None,
+    );
+    assert_ne!(other.stdout, bytes, "different seeds gave the same clip");
+}
+
+#[test]
+fn unusable_arguments_exit_2_with_the_allowed_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("a.opus");
+    std::fs::write(
+        &f,
+        encode_sample(&SampleOptions {
+            seconds: 0.3,
+            ..SampleOptions::default()
+        })
+        .expect("s"),
+    )
+    .expect("w");
+    let o = opusgate(&["convert", p(&f), "--rate", "44100"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("8000, 12000, 16000, 24000, 48000"),
+        "{}",
+        stderr(&o)
+    );
+    let o = opusgate(&["convert", p(&f), p(&f), "-o", "x.wav"], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = opusgate(&["convert", p(&f), "--channels", "6"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("1 or 2"), "{}", stderr(&o));
+    let o = opusgate(&["sample", "--rate", "22050", "-o", "-"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("[8000, 12000, 16000, 24000, 48000]"),
+        "{}",
+        stderr(&o)
+    );
+    let wav = dir.path().join("a.wav");
+    std::fs::write(&wav, b"RIFF").expect("w");
+    let o = opusgate(&["convert", p(&wav)], None);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "converting a.wav next to itself must be refused: {}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,497 @@
+//! Hostile and broken inputs: each gets its typed error (never a panic), the
+//! lenient mode decodes the intact prefix of cut-off streams, and odd but
+//! valid layouts (multiplexed non-Opus streams, empty packets, several packets
+//! per page) decode like the plain stream.
+
+mod codec_support;
+
+use std::time::{Duration, Instant};
+
+use codec_support::*;
+use opusgate::codec::head::packet_samples_48k;
+use opusgate::codec::{convert, encode_sample, ConvertOptions, Converted, SampleOptions};
+
+fn sample(seconds: f64, seed: u64) -> Vec<u8> {
+    encode_sample(&SampleOptions {
+        seconds,
+        seed,
+        ..SampleOptions::default()
+    })
+    .expect("sample")
+}
+
+fn strict(input: &[u8]) -> Result<Converted, opusgate::codec::CodecError> {
+    convert(input, &ConvertOptions::default())
+}
+
+fn lenient(input: &[u8]) -> Result<Converted, opusgate::codec::CodecError> {
+    convert(
+        input,
+        &ConvertOptions {
+            lenient: true,
+            ..ConvertOptions::default()
+        },
+    )
+}
+
+fn code(r: Result<Converted, opusgate::codec::CodecError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+/// Audio packets of a sample (one per page) with their granules.
+fn audio(bytes: &[u8]) -> Vec<(Vec<u8>, u64)> {
+    packets(bytes).split_off(2)
+}
+
+fn samples_of(audio: &[(Vec<u8>, u64)]) -> u64 {
+    audio
+        .iter()
+        .map(|(p, _)| u64::from(packet_samples_48k(p).unwrap_or(0)))
+        .sum()
+}
+
+#[test]
+fn inputs_that_are_not_ogg_are_unsupported_format() {
+    let mut wav = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
+    wav.resize(64, 0);
+    let webm = [0x1A, 0x45, 0xDF, 0xA3, 0x9F, 0x42, 0x86, 0x81];
+    for input in [
+        &b""[..],
+        &wav,
+        &webm,
+        b"hello, this is text",
+        &[0xFF, 0xFB, 0x90, 0x00],
+    ] {
+        assert_eq!(code(strict(input)), "unsupported_format", "{input:?}");
+    }
+    let msg = strict(&webm).expect_err("webm").to_string();
+    assert!(msg.contains("WebM"), "{msg}");
+}
+
+#[test]
+fn ogg_without_an_opus_stream_is_unsupported_format() {
+    let mut head = b"\x01vorbis".to_vec();
+    head.resize(30, 0);
+    let vorbis = mux(7, &head, b"\x03vorbis", &[(vec![0; 20], 1024)], 1, End::Eos);
+    let err = strict(&vorbis).expect_err("vorbis only");
+    assert_eq!(err.code(), "unsupported_format");
+    assert!(err.to_string().contains("Vorbis"), "{err}");
+}
+
+#[test]
+fn bad_opus_heads_are_invalid_stream_or_unsupported_mapping() {
+    let base = sample(0.5, 1);
+    let a = audio(&base);
+    let build = |head: Vec<u8>| mux(9, &head, &opus_tags(), &a, 1, End::Eos);
+    assert_eq!(code(strict(&build(opus_head(1, 1, 312, 0, 0, &[])))), "ok");
+    assert_eq!(
+        code(strict(&build(opus_head(16, 1, 312, 0, 0, &[])))),
+        "invalid_stream"
+    );
+    assert_eq!(
+        code(strict(&build(opus_head(1, 0, 312, 0, 0, &[])))),
+        "invalid_stream"
+    );
+    assert_eq!(
+        code(strict(&build(opus_head(1, 3, 312, 0, 0, &[])))),
+        "invalid_stream"
+    );
+    assert_eq!(
+        code(strict(&build(b"OpusHead\x01\x01\x38".to_vec()))),
+        "invalid_stream"
+    );
+    assert_eq!(
+        code(strict(&build(opus_head(1, 6, 312, 0, 1, &[4, 2, 0, 4])))),
+        "invalid_stream"
+    );
+    assert_eq!(
+        code(strict(&build(opus_head(1, 2, 312, 0, 2, &[1, 1, 0, 1])))),
+        "unsupported_channel_mapping"
+    );
+    assert_eq!(
+        code(strict(&build(opus_head(1, 2, 312, 0, 255, &[1, 1, 0, 1])))),
+        "unsupported_channel_mapping"
+    );
+    // Pre-skip longer than the half second of audio in the stream.
+    let err = strict(&build(opus_head(1, 1, 60_000, 0, 0, &[]))).expect_err("pre-skip");
+    assert_eq!(err.code(), "invalid_stream");
+    assert!(err.to_string().contains("pre-skip"), "{err}");
+    // The OpusTags header must follow.
+    let no_tags = mux(
+        9,
+        &opus_head(1, 1, 312, 0, 0, &[]),
+        b"NotTags!",
+        &a,
+        1,
+        End::Eos,
+    );
+    assert_eq!(code(strict(&no_tags)), "invalid_stream");
+}
+
+#[test]
+fn a_page_failing_its_crc_is_invalid_stream() {
+    let mut bytes = sample(1.0, 2);
+    // Flip a bit in the body of a page in the middle of the stream.
+    let p = pages(&bytes);
+    let k = p.len() / 2;
+    let page_start: usize = p[..k]
+        .iter()
+        .map(|pg| 27 + pg.lacing.len() + pg.body.len())
+        .sum();
+    bytes[page_start + 27 + p[k].lacing.len() + p[k].body.len() / 2] ^= 0x40;
+    let err = strict(&bytes).expect_err("corrupt");
+    assert_eq!(err.code(), "invalid_stream");
+    assert!(err.to_string().contains("CRC"), "{err}");
+    assert_eq!(
+        code(lenient(&bytes)),
+        "invalid_stream",
+        "lenient mode only forgives truncation"
+    );
+}
+
+#[test]
+fn packets_the_decoder_rejects_are_invalid_stream() {
+    let base = sample(1.0, 3);
+    let head = &packets(&base)[0].0;
+    let mut a = audio(&base);
+    // Code 1 (two equal frames) with an odd payload: libopus refuses it.
+    a[10].0 = vec![(9 << 3) | 1, 0xAA];
+    let err = strict(&mux(5, head, &opus_tags(), &a, 1, End::Eos)).expect_err("bad packet");
+    assert_eq!(err.code(), "invalid_stream");
+    assert!(
+        err.to_string().contains("rejected by the Opus decoder"),
+        "{err}"
+    );
+    // Code 3 with a frame count of 0: not an Opus packet at all.
+    a[10].0 = vec![(9 << 3) | 3, 0];
+    let err = strict(&mux(5, head, &opus_tags(), &a, 1, End::Eos)).expect_err("bad toc");
+    assert_eq!(err.code(), "invalid_stream");
+    assert!(err.to_string().contains("not a valid Opus packet"), "{err}");
+}
+
+#[test]
+fn bad_granule_positions_are_invalid_stream() {
+    let base = sample(1.0, 4);
+    let head = &packets(&base)[0].0;
+    let a = audio(&base);
+    type Edit<'a> = &'a dyn Fn(&mut Vec<(Vec<u8>, u64)>);
+    let with = |f: Edit| {
+        let mut x = a.clone();
+        f(&mut x);
+        strict(&mux(5, head, &opus_tags(), &x, 1, End::Eos))
+    };
+    assert_eq!(code(with(&|_| {})), "ok");
+    assert_eq!(
+        code(with(&|x| x[20].1 = x[5].1)),
+        "invalid_stream",
+        "granule going backwards"
+    );
+    assert_eq!(
+        code(with(&|x| x[0].1 = 100)),
+        "invalid_stream",
+        "first granule below its samples"
+    );
+    assert_eq!(
+        code(with(&|x| x[7].1 = u64::MAX)),
+        "invalid_stream",
+        "audio page without granule"
+    );
+    // The final granule may trim, but not below the pre-skip.
+    let err = with(&|x| {
+        let last = x.len() - 1;
+        x[last].1 = 100;
+    });
+    assert_eq!(code(err), "invalid_stream");
+}
+
+#[test]
+fn a_stream_without_eos_is_truncated_unless_lenient() {
+    let base = sample(1.0, 5);
+    let head = &packets(&base)[0].0;
+    let a = audio(&base);
+    let no_eos = mux(5, head, &opus_tags(), &a, 1, End::NoEos);
+    let err = strict(&no_eos).expect_err("no eos");
+    assert_eq!(err.code(), "truncated_stream");
+    assert!(err.to_string().contains("lenient"), "{err}");
+    // Lenient: every decoded sample after the pre-skip (nothing to end-trim by).
+    let out = lenient(&no_eos).expect("lenient");
+    assert_eq!(out.frames, (samples_of(&a) - 312) / 3);
+    let full = strict(&base).expect("full");
+    assert!(out.frames > full.frames);
+    assert_eq!(
+        &out.wav[44..full.wav.len()],
+        &full.wav[44..],
+        "lenient output must start like the full one"
+    );
+}
+
+#[test]
+fn cut_off_files_are_truncated_unless_lenient_which_decodes_the_intact_prefix() {
+    let full_bytes = sample(2.0, 6);
+    let full = strict(&full_bytes).expect("full");
+    let p = pages(&full_bytes);
+    let page_ends: Vec<usize> = p
+        .iter()
+        .scan(0, |at, pg| {
+            *at += 27 + pg.lacing.len() + pg.body.len();
+            Some(*at)
+        })
+        .collect();
+    let cuts = [
+        full_bytes.len() - 3,
+        page_ends[p.len() - 2] + 10,
+        full_bytes.len() / 2,
+        page_ends[1],
+        page_ends[1] + 5,
+    ];
+    for cut in cuts {
+        let input = &full_bytes[..cut];
+        let err = strict(input).expect_err("cut");
+        assert_eq!(err.code(), "truncated_stream", "cut at {cut}: {err}");
+        let out = lenient(input).unwrap_or_else(|e| panic!("lenient at {cut}: {e}"));
+        assert!(out.frames < full.frames, "cut at {cut}");
+        assert_eq!(out.wav.len(), 44 + out.frames as usize * 2);
+        assert_eq!(
+            &out.wav[44..],
+            &full.wav[44..out.wav.len()],
+            "cut at {cut}: not a prefix of the full output"
+        );
+        // Exactly the complete pages before the cut, minus the pre-skip.
+        let complete = page_ends.iter().filter(|&&e| e <= cut).count();
+        let audio_pages = complete.saturating_sub(2) as u64;
+        assert_eq!(
+            out.frames,
+            (audio_pages * 960).saturating_sub(312) / 3,
+            "cut at {cut}"
+        );
+    }
+}
+
+/// `n` packets of 120 ms each (two 60 ms SILK frames, CBR, one odd byte) that
+/// libopus would refuse, muxed with honest granules, 255 per page.
+fn long_stream(n: usize, last_granule: Option<u64>) -> Vec<u8> {
+    let packet = vec![(11 << 3) | 3, 2, 0xFF];
+    let mut a: Vec<(Vec<u8>, u64)> = (0..n)
+        .map(|i| (packet.clone(), (i as u64 + 1) * 5760))
+        .collect();
+    if let (Some(gp), Some(last)) = (last_granule, a.last_mut()) {
+        last.1 = gp;
+    }
+    mux(
+        77,
+        &opus_head(1, 1, 312, 0, 0, &[]),
+        &opus_tags(),
+        &a,
+        255,
+        End::Eos,
+    )
+}
+
+#[test]
+fn audio_too_long_is_refused_from_granules_before_decoding() {
+    // 12 hours in 360 000 packets: refused as too long, although every packet
+    // would make the decoder fail, so nothing was decoded.
+    let twelve_hours = long_stream(12 * 3600 * 1000 / 120, None);
+    let err = strict(&twelve_hours).expect_err("12 h");
+    assert_eq!(err.code(), "audio_too_long");
+    assert!(err.to_string().contains("at least"), "{err}");
+    // The same with a limit above its length reaches the decoder.
+    let short = long_stream(100, None);
+    assert_eq!(code(strict(&short)), "invalid_stream");
+    let opts = ConvertOptions {
+        max_duration: Duration::from_secs(5),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(
+        code(convert(&long_stream(60, None), &opts)),
+        "audio_too_long"
+    );
+    // Granules that claim little audio do not hide the packets' real length.
+    let lying = long_stream(10_000, Some(48_000));
+    assert_eq!(code(strict(&lying)), "audio_too_long");
+}
+
+#[test]
+fn a_passed_deadline_is_a_conversion_timeout() {
+    let bytes = sample(1.0, 7);
+    let opts = ConvertOptions {
+        deadline: Some(Instant::now()),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(code(convert(&bytes, &opts)), "conversion_timeout");
+    let later = ConvertOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(600)),
+        ..ConvertOptions::default()
+    };
+    assert_eq!(code(convert(&bytes, &later)), "ok");
+}
+
+#[test]
+fn bad_parameters_name_the_allowed_values() {
+    let bytes = sample(0.5, 8);
+    for (rate, channels) in [(44100, 1), (0, 1), (16000, 0), (16000, 3)] {
+        let err = convert(
+            &bytes,
+            &ConvertOptions {
+                rate,
+                channels,
+                ..ConvertOptions::default()
+            },
+        )
+        .expect_err("bad");
+        assert_eq!(err.code(), "bad_parameter");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("8000, 12000, 16000, 24000, 48000") || msg.contains("1 or 2"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn no_panic_on_any_prefix_or_corruption() {
+    let bytes = sample(0.3, 9);
+    for cut in 0..bytes.len() {
+        for out in [strict(&bytes[..cut]), lenient(&bytes[..cut])]
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(out.wav.len(), 44 + out.frames as usize * 2);
+        }
+    }
+    // Random edits with valid CRCs, so they reach the demuxer and decoder.
+    let base = pages(&bytes);
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut next = |m: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m as u64) as usize
+    };
+    for _ in 0..1500 {
+        let mut p = base.clone();
+        for _ in 0..1 + next(3) {
+            let i = next(p.len());
+            match next(6) {
+                0 if !p[i].body.is_empty() => {
+                    let j = next(p[i].body.len());
+                    p[i].body[j] = next(256) as u8;
+                }
+                1 => p[i].granule = [0, u64::MAX, 1 << 40, p[i].granule.wrapping_sub(960)][next(4)],
+                2 => p[i].flags = next(8) as u8,
+                3 => p[i].sequence = p[i].sequence.wrapping_add(1),
+                4 if !p[i].lacing.is_empty() => {
+                    let j = next(p[i].lacing.len());
+                    p[i].lacing[j] = next(256) as u8;
+                }
+                _ => p[i].serial ^= 1,
+            }
+        }
+        let input = write_pages(&p);
+        for out in [strict(&input), lenient(&input)].into_iter().flatten() {
+            assert_eq!(out.wav.len(), 44 + out.frames as usize * 2);
+        }
+    }
+}
+
+#[test]
+fn other_logical_streams_are_skipped() {
+    let bytes = sample(1.0, 10);
+    let plain = strict(&bytes).expect("plain");
+    // Interleave a fake Vorbis stream's pages with the Opus pages.
+    let mut vhead = b"\x01vorbis".to_vec();
+    vhead.resize(30, 0);
+    let vorbis = pages(&mux(
+        4242,
+        &vhead,
+        b"\x03vorbis",
+        &[(vec![1; 300], 100), (vec![2; 300], 200)],
+        1,
+        End::Eos,
+    ));
+    let opus = pages(&bytes);
+    let mut mixed = vec![opus[0].clone(), vorbis[0].clone()];
+    let mut rest_v = vorbis[1..].iter();
+    for (i, page) in opus[1..].iter().enumerate() {
+        mixed.push(page.clone());
+        if i % 7 == 0 {
+            if let Some(v) = rest_v.next() {
+                mixed.push(v.clone());
+            }
+        }
+    }
+    assert_eq!(strict(&write_pages(&mixed)).expect("multiplexed"), plain);
+    // A chain with a Vorbis-only link between two Opus links.
+    let other = sample(0.5, 11);
+    let mut chain = bytes.clone();
+    chain.extend(write_pages(&vorbis));
+    chain.extend(&other);
+    let out = strict(&chain).expect("chain");
+    let mut expected = plain.wav[44..].to_vec();
+    expected.extend(&strict(&other).expect("other").wav[44..]);
+    assert_eq!(&out.wav[44..], &expected[..]);
+}
+
+#[test]
+fn empty_packets_and_packing_do_not_change_the_output() {
+    let bytes = sample(1.0, 12);
+    let plain = strict(&bytes).expect("plain");
+    let head = &packets(&bytes)[0].0;
+    let mut a = audio(&bytes);
+    let gp = a[3].1;
+    a.insert(4, (Vec::new(), gp));
+    assert_eq!(
+        strict(&mux(1, head, &opus_tags(), &a, 1, End::Eos)).expect("empty packet"),
+        plain
+    );
+    let packed = encode_sample(&SampleOptions {
+        seconds: 1.0,
+        seed: 12,
+        packets_per_page: 17,
+        ..SampleOptions::default()
+    })
+    .expect("packed");
+    assert!(pages(&packed).len() * 5 < pages(&bytes).len());
+    assert_eq!(strict(&packed).expect("packed"), plain);
+}
+
+#[test]
+fn absurd_stream_counts_are_refused() {
+    let bytes = sample(0.2, 13);
+    let opus = pages(&bytes);
+    // 70 streams multiplexed into one link.
+    let mut crowd: Vec<Page> = (0..70)
+        .map(|i| Page {
+            flags: 2,
+            granule: 0,
+            serial: 1000 + i,
+            sequence: 0,
+            lacing: vec![4],
+            body: b"junk".to_vec(),
+        })
+        .collect();
+    crowd.extend(opus.iter().cloned());
+    assert_eq!(code(strict(&write_pages(&crowd))), "invalid_stream");
+    // 10 001 tiny chained links.
+    let link = mux(
+        5,
+        &opus_head(1, 1, 0, 0, 0, &[]),
+        &opus_tags(),
+        &[(vec![9 << 3], 960)],
+        1,
+        End::Eos,
+    );
+    let chain: Vec<u8> = std::iter::repeat_n(&link[..], 10_001)
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(code(strict(&chain)), "invalid_stream");
+    let chain: Vec<u8> = std::iter::repeat_n(&link[..], 100)
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(strict(&chain).expect("100 links").frames, 100 * 320);
+}
