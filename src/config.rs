@@ -1,0 +1,447 @@
+//! Configuration: every setting, its default, and how the layers combine.
+//!
+//! Layers, later wins: built-in defaults < `config.toml` (or `--config PATH`)
+//! < the original service's environment names (`HOST`, `PORT`,
+//! `MAX_UPLOAD_SIZE`, `MAX_CONCURRENT_AUDIO_CONVERSIONS`,
+//! `AUDIO_CONVERTER_WORKERS`) < `OPUSGATE_<SECTION>__<KEY>` < command-line
+//! flags. The repo's `config.toml` lists every setting with its default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::codec::SUPPORTED_RATES;
+
+/// Everything opusgate can be told, by section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen and how to stop.
+    pub server: ServerConfig,
+    /// Bounds on what one request may cost.
+    pub limits: LimitsConfig,
+    /// Conversion parameters and the worker pool.
+    pub conversion: ConversionConfig,
+    /// The two-tier result store.
+    pub cache: CacheConfig,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// Log output.
+    pub log: LogConfig,
+    /// The speech backend of proxy mode.
+    pub upstream: UpstreamConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind.
+    pub port: u16,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_seconds: u64,
+    /// Seconds a client may take to send its request headers and body.
+    pub request_read_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 5000,
+            shutdown_grace_seconds: 30,
+            request_read_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_upload_bytes: u64,
+    /// Longest accepted audio, in seconds.
+    pub max_duration_seconds: u64,
+    /// Deadline of one conversion once it runs, in seconds.
+    pub conversion_timeout_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_upload_bytes: 33_554_432,
+            max_duration_seconds: 600,
+            conversion_timeout_seconds: 30,
+        }
+    }
+}
+
+/// `[conversion]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversionConfig {
+    /// Output sample rate when the request names none.
+    pub default_rate: u32,
+    /// Output channels when the request names none.
+    pub default_channels: u8,
+    /// Conversion threads; 0 means one per core.
+    pub workers: usize,
+    /// Conversions running at once; 0 means as many as workers.
+    pub max_concurrent: usize,
+    /// Conversions waiting for a permit before new ones get 503.
+    pub max_queued: usize,
+    /// Decode the intact prefix of a truncated stream instead of refusing it.
+    pub lenient: bool,
+}
+
+impl Default for ConversionConfig {
+    fn default() -> Self {
+        ConversionConfig {
+            default_rate: 16_000,
+            default_channels: 1,
+            workers: 0,
+            max_concurrent: 0,
+            max_queued: 256,
+            lenient: false,
+        }
+    }
+}
+
+impl ConversionConfig {
+    /// The worker count with 0 resolved to the number of cores.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// The permit count with 0 resolved to the worker count.
+    pub fn effective_max_concurrent(&self) -> usize {
+        if self.max_concurrent > 0 {
+            self.max_concurrent
+        } else {
+            self.effective_workers()
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Directory of the on-disk tier (created if missing).
+    pub dir: PathBuf,
+    /// Capacity of the in-memory tier, in bytes.
+    pub memory_bytes: u64,
+    /// Capacity of the on-disk tier, in bytes of stored values.
+    pub disk_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("data"),
+            memory_bytes: 268_435_456,
+            disk_bytes: 4_294_967_296,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted API keys; empty means no key is asked for.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub api_keys: Vec<String>,
+    /// Allow running without keys on a non-loopback address.
+    pub allow_anonymous: bool,
+}
+
+/// `[upstream]`: the OpenAI-compatible speech backend of proxy mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL ending in `/v1`; empty means proxy mode is off (503 `upstream_not_configured`).
+    pub url: String,
+    /// Sent to the backend as `Authorization: Bearer`; clients never see it.
+    pub api_key: String,
+    /// Model named in backend requests when the client names none.
+    pub model: String,
+    /// Deadline of one backend call, in seconds.
+    pub timeout_seconds: u64,
+    /// Backend calls in flight at once.
+    pub max_concurrent: usize,
+    /// Retries of a call that could not connect, with exponential backoff.
+    pub retries: u32,
+    /// Store deterministic successful answers and answer repeats from the store.
+    pub cache_responses: bool,
+    /// In-memory capacity of the answer store (under `cache.dir`/upstream), bytes.
+    pub cache_memory_bytes: u64,
+    /// On-disk capacity of the answer store, bytes.
+    pub cache_disk_bytes: u64,
+    /// `translate_audio`'s target languages when the request names none.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub target_languages: Vec<String>,
+    /// `translate_audio`'s system message; `{languages}` becomes the requested
+    /// languages, `{format}` the line format asked for.
+    pub system_prompt: String,
+}
+
+/// The original service's instruction, with its line format.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "你是一个专业的语音转写与翻译助手。请先准确转写用户音频的原文，然后翻译成以下语言：{languages}。\n只输出以下格式的内容，每项一行，不要输出任何其他内容：\n{format}";
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: String::new(),
+            api_key: String::new(),
+            model: "whisper-1".into(),
+            timeout_seconds: 60,
+            max_concurrent: 32,
+            retries: 2,
+            cache_responses: true,
+            cache_memory_bytes: 33_554_432,
+            cache_disk_bytes: 268_435_456,
+            target_languages: vec!["英文".into(), "日文".into()],
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Accepts `["a", "b"]` or `"a,b"` (what an environment variable can hold).
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match ListOrString::deserialize(d)? {
+        ListOrString::List(items) => items,
+        ListOrString::One(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// Settings given on the command line of `opusgate serve`; the last layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--host`
+    pub host: Option<IpAddr>,
+    /// `--port`
+    pub port: Option<u16>,
+    /// `--cache-dir`
+    pub cache_dir: Option<PathBuf>,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+}
+
+/// A setting that could not be read or is out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable does not parse into the setting's type.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not allowed.
+    #[error("configuration: {setting} = {value}: {why}")]
+    Invalid {
+        /// `section.key` of the setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        why: String,
+    },
+}
+
+/// The original service's environment names and the settings they set.
+const LEGACY_ENV: [(&str, &str); 5] = [
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("MAX_UPLOAD_SIZE", "limits.max_upload_bytes"),
+    (
+        "MAX_CONCURRENT_AUDIO_CONVERSIONS",
+        "conversion.max_concurrent",
+    ),
+    ("AUDIO_CONVERTER_WORKERS", "conversion.workers"),
+];
+
+impl Config {
+    /// Loads defaults < `file` (if it exists, or must exist when `required`)
+    /// < environment < `overrides`, then validates.
+    pub fn load(file: &Path, required: bool, overrides: &Overrides) -> Result<Config, ConfigError> {
+        if required && !file.exists() {
+            return Err(ConfigError::Invalid {
+                setting: "--config",
+                value: file.display().to_string(),
+                why: "no such file".into(),
+            });
+        }
+        let legacy = Env::raw()
+            .filter_map(|key| {
+                LEGACY_ENV
+                    .iter()
+                    .find(|(name, _)| key.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, setting)| (*setting).into())
+            })
+            .lowercase(false);
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(legacy)
+            .merge(Env::prefixed("OPUSGATE_").split("__"));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies command-line flags.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(host) = o.host {
+            self.server.host = host;
+        }
+        if let Some(port) = o.port {
+            self.server.port = port;
+        }
+        if let Some(dir) = &o.cache_dir {
+            self.cache.dir = dir.clone();
+        }
+        if let Some(format) = o.log_format {
+            self.log.format = format;
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, value: String, why: String| {
+            Err(ConfigError::Invalid {
+                setting,
+                value,
+                why,
+            })
+        };
+        let c = &self.conversion;
+        if !SUPPORTED_RATES.contains(&c.default_rate) {
+            return invalid(
+                "conversion.default_rate",
+                c.default_rate.to_string(),
+                format!("must be one of {SUPPORTED_RATES:?}"),
+            );
+        }
+        if !(1..=2).contains(&c.default_channels) {
+            return invalid(
+                "conversion.default_channels",
+                c.default_channels.to_string(),
+                "must be 1 or 2".into(),
+            );
+        }
+        if self.limits.max_upload_bytes == 0 {
+            return invalid(
+                "limits.max_upload_bytes",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        if self.limits.max_duration_seconds == 0 {
+            return invalid(
+                "limits.max_duration_seconds",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        if self.limits.conversion_timeout_seconds == 0 {
+            return invalid(
+                "limits.conversion_timeout_seconds",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        if self.cache.memory_bytes == 0 {
+            return invalid("cache.memory_bytes", "0".into(), "must be positive".into());
+        }
+        let u = &self.upstream;
+        let scheme_ok = u.url.starts_with("http://") || u.url.starts_with("https://");
+        if !u.url.is_empty() && !scheme_ok {
+            return invalid(
+                "upstream.url",
+                u.url.clone(),
+                "must start with http:// or https://".into(),
+            );
+        }
+        if u.timeout_seconds == 0 || u.max_concurrent == 0 {
+            return invalid(
+                "upstream.timeout_seconds / upstream.max_concurrent",
+                format!("{} / {}", u.timeout_seconds, u.max_concurrent),
+                "must be positive".into(),
+            );
+        }
+        if self.server.request_read_timeout_seconds == 0 {
+            return invalid(
+                "server.request_read_timeout_seconds",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The socket address to bind.
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.host, self.server.port)
+    }
+
+    /// Refuses an open server on a non-loopback address unless allowed.
+    pub fn check_exposure(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
+        if self.auth.api_keys.is_empty() && !addr.ip().is_loopback() && !self.auth.allow_anonymous {
+            return Err(ConfigError::Invalid {
+                setting: "auth.api_keys",
+                value: "[]".into(),
+                why: format!(
+                    "no API keys are configured and {addr} is not a loopback address: \
+                     set auth.api_keys (OPUSGATE_AUTH__API_KEYS) or auth.allow_anonymous = true"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The conversion deadline.
+    pub fn conversion_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.conversion_timeout_seconds)
+    }
+}

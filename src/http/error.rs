@@ -1,0 +1,196 @@
+//! The one mapping from every error to an HTTP status and a stable code.
+//!
+//! Every error answer is JSON `{"status":"error","code":…,"message":…}`.
+//! Codes are part of the API: clients branch on them, so they never change.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::codec::CodecError;
+use crate::service::{ServiceError, RETRY_AFTER_SECONDS};
+use crate::upstream::UpstreamError;
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What happened and what to do, for a person.
+    pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    status: &'static str,
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `bad_parameter`: a query parameter or path segment is not allowed.
+    pub fn bad_parameter(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message)
+    }
+
+    /// 400 `bad_request`: the request itself is malformed.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn payload_too_large(limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the upload is larger than the limit of {limit} bytes (limits.max_upload_bytes)"
+            ),
+        )
+    }
+
+    /// 408 `request_timeout`: the client was too slow to send its request.
+    pub fn request_timeout(seconds: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request body was not received within {seconds} s"),
+        )
+    }
+
+    /// 500 `internal`: never the client's fault.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+/// Status for each converter error code.
+fn codec_status(code: &str) -> StatusCode {
+    match code {
+        "bad_parameter" => StatusCode::BAD_REQUEST,
+        "unsupported_format" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "audio_too_long" => StatusCode::PAYLOAD_TOO_LARGE,
+        "conversion_timeout" => StatusCode::GATEWAY_TIMEOUT,
+        // invalid_stream, truncated_stream, unsupported_channel_mapping and
+        // any future decoding error: the upload is Opus we cannot use.
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+impl From<CodecError> for ApiError {
+    fn from(e: CodecError) -> ApiError {
+        match e {
+            // A converter bug, not the client's input: one code for all bugs.
+            CodecError::Internal(why) => {
+                tracing::error!(error = %why, "converter bug");
+                ApiError::internal(format!("the converter hit a bug; it was logged: {why}"))
+            }
+            e => {
+                let code = e.code();
+                ApiError::new(codec_status(code), code, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Codec(e) => e.into(),
+            ServiceError::Overloaded => ApiError {
+                retry_after: Some(RETRY_AFTER_SECONDS),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            },
+            ServiceError::Internal(why) => ApiError::internal(why),
+        }
+    }
+}
+
+/// At most this much of a backend's error body is quoted back.
+const EXCERPT_CHARS: usize = 300;
+
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            UpstreamError::NotConfigured => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_not_configured",
+                message,
+            ),
+            UpstreamError::Status { status, body, .. } => {
+                let excerpt: String = String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(EXCERPT_CHARS)
+                    .collect();
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("the backend answered {status}: {excerpt}"),
+                )
+            }
+            UpstreamError::BadAnswer(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+            }
+            UpstreamError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
+            }
+            UpstreamError::Unavailable(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            status: "error",
+            code: self.code,
+            message: &self.message,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Answer for a panic caught in a handler: logged, 500, and the server goes on.
+pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = what, "a request handler panicked");
+    ApiError::internal("the server hit a bug while handling this request; it was logged")
+        .into_response()
+}

@@ -1,0 +1,142 @@
+//! HTTP: the routes, authentication, request logging, and the mapping from
+//! errors to status codes. Handlers are thin: they parse the request, call
+//! the [`crate::service`], and shape the answer.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod log;
+pub mod monitor;
+pub mod proxy;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::service::Service;
+use crate::system::SystemMonitor;
+use crate::upstream::Upstream;
+use auth::ApiKeys;
+use error::ApiError;
+
+/// Every fixed route, for metric labels.
+pub const ROUTES: [&str; 11] = [
+    "/api/v1/convert",
+    "/v1/audio/transcriptions",
+    "/api/v1/translate_audio",
+    "/api/v1/stats",
+    "/api/v1/performance",
+    "/api/v1/concurrent-status",
+    "/api/v1/health",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/",
+];
+
+/// Whether the server is stopping; `/readyz` answers 503 once it is.
+#[derive(Clone, Default)]
+pub struct ShutdownFlag(Arc<AtomicBool>);
+
+impl ShutdownFlag {
+    /// Marks the server as stopping.
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is stopping.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The conversion pipeline.
+    pub service: Service,
+    /// The settings in force.
+    pub config: Arc<Config>,
+    /// Prometheus rendering.
+    pub metrics: PrometheusHandle,
+    /// Machine and process figures.
+    pub system: SystemMonitor,
+    /// Set when shutdown begins.
+    pub shutdown: ShutdownFlag,
+    /// Proxy mode's backend.
+    pub upstream: Upstream,
+}
+
+/// Conversion duration buckets, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide Prometheus recorder (installed once; several servers in
+/// one process, as in tests, share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = || {
+                PrometheusBuilder::new()
+                    .set_buckets_for_metric(
+                        Matcher::Suffix("_duration_seconds".into()),
+                        &DURATION_BUCKETS,
+                    )
+                    .unwrap_or_else(|_| PrometheusBuilder::new())
+            };
+            builder().install_recorder().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
+                builder().build_recorder().handle()
+            })
+        })
+        .clone()
+}
+
+/// The whole application: routes, auth, logging, panic catching.
+pub fn router(state: AppState) -> Router {
+    let keys = ApiKeys::new(&state.config.auth.api_keys);
+    let protected = Router::new()
+        .route("/api/v1/convert", post(convert::convert))
+        .route("/api/v1/audio/{key}", get(convert::audio))
+        .route("/api/v1/stats", get(monitor::stats))
+        .route("/api/v1/performance", get(monitor::performance))
+        .route("/api/v1/concurrent-status", get(monitor::concurrent_status))
+        .route("/metrics", get(monitor::metrics))
+        .route("/v1/audio/transcriptions", post(proxy::transcriptions))
+        .route("/api/v1/translate_audio", post(proxy::translate_audio))
+        .route_layer(middleware::from_fn_with_state(keys, auth::require_key));
+    let open = Router::new()
+        .route("/api/v1/health", get(monitor::health))
+        .route("/healthz", get(monitor::healthz))
+        .route("/readyz", get(monitor::readyz));
+    protected
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // The upload limit is enforced while reading (convert::read_body).
+        .layer(DefaultBodyLimit::disable())
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn(log::log_request))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

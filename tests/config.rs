@@ -1,0 +1,130 @@
+//! Configuration layering: defaults < file < original env names < OPUSGATE_ env < flags.
+// figment's Jail closures return figment::Error, which is large; that is its API.
+#![allow(clippy::result_large_err)]
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use figment::Jail;
+use opusgate::config::{Config, ConfigError, LogFormat, Overrides};
+
+#[test]
+fn repo_config_toml_lists_exactly_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from_file: Config = toml_like(&text);
+    assert_eq!(from_file, Config::default());
+    // Every key of every section appears in the file (deny_unknown_fields
+    // catches extra ones; this catches missing ones).
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    for (section, keys) in defaults.as_object().unwrap() {
+        assert!(
+            text.contains(&format!("[{section}]")),
+            "config.toml lacks [{section}]"
+        );
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} "))),
+                "config.toml lacks {section}.{key}"
+            );
+        }
+    }
+}
+
+fn toml_like(text: &str) -> Config {
+    use figment::providers::{Format, Toml};
+    figment::Figment::from(Toml::string(text))
+        .extract()
+        .unwrap()
+}
+
+#[test]
+fn layers_apply_in_order() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "c.toml",
+            "[server]\nport = 6000\nhost = \"127.0.0.2\"\n[conversion]\nmax_queued = 3\nworkers = 5\n",
+        )?;
+        let load = |o: &Overrides| Config::load(Path::new("c.toml"), true, o).unwrap();
+        let c = load(&Overrides::default());
+        assert_eq!(c.server.port, 6000);
+        assert_eq!(c.conversion.max_queued, 3);
+        assert_eq!(c.limits.max_upload_bytes, 33_554_432);
+
+        // The original service's names.
+        jail.set_env("PORT", "7000");
+        jail.set_env("MAX_UPLOAD_SIZE", "1000");
+        jail.set_env("MAX_CONCURRENT_AUDIO_CONVERSIONS", "9");
+        jail.set_env("AUDIO_CONVERTER_WORKERS", "4");
+        let c = load(&Overrides::default());
+        assert_eq!(c.server.port, 7000);
+        assert_eq!(c.limits.max_upload_bytes, 1000);
+        assert_eq!(c.conversion.max_concurrent, 9);
+        assert_eq!(c.conversion.workers, 4);
+
+        // OPUSGATE_<SECTION>__<KEY> wins over both.
+        jail.set_env("OPUSGATE_SERVER__PORT", "8000");
+        jail.set_env("OPUSGATE_CONVERSION__MAX_QUEUED", "8");
+        jail.set_env("OPUSGATE_AUTH__API_KEYS", "k1, k2");
+        jail.set_env("OPUSGATE_LOG__FORMAT", "json");
+        let c = load(&Overrides::default());
+        assert_eq!(c.server.port, 8000);
+        assert_eq!(c.conversion.max_queued, 8);
+        assert_eq!(c.auth.api_keys, vec!["k1".to_string(), "k2".to_string()]);
+        assert_eq!(c.log.format, LogFormat::Json);
+
+        // Flags win over everything.
+        let c = load(&Overrides {
+            port: Some(9000),
+            host: Some(IpAddr::from([127, 0, 0, 3])),
+            ..Overrides::default()
+        });
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.server.host, IpAddr::from([127, 0, 0, 3]));
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_name_the_setting() {
+    Jail::expect_with(|jail| {
+        jail.set_env("OPUSGATE_CONVERSION__DEFAULT_RATE", "44100");
+        let err = Config::load(Path::new("none.toml"), false, &Overrides::default()).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                setting: "conversion.default_rate",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("16000"), "{err}");
+
+        jail.set_env("OPUSGATE_CONVERSION__DEFAULT_RATE", "16000");
+        jail.set_env("OPUSGATE_SERVER__PORT", "not-a-port");
+        let err = Config::load(Path::new("none.toml"), false, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+
+        jail.set_env("OPUSGATE_SERVER__PORT", "5000");
+        jail.create_file("bad.toml", "[cache]\nmemory_bytez = 1\n")?;
+        let err = Config::load(Path::new("bad.toml"), true, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("memory_bytez"), "{err}");
+
+        let err = Config::load(Path::new("missing.toml"), true, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn open_server_refuses_non_loopback_without_keys() {
+    let mut c = Config::default();
+    let public = "0.0.0.0:5000".parse().unwrap();
+    assert!(c.check_exposure(&public).is_err());
+    assert!(c.check_exposure(&"127.0.0.1:5000".parse().unwrap()).is_ok());
+    c.auth.allow_anonymous = true;
+    assert!(c.check_exposure(&public).is_ok());
+    c.auth.allow_anonymous = false;
+    c.auth.api_keys = vec!["k".into()];
+    assert!(c.check_exposure(&public).is_ok());
+}
