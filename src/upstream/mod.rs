@@ -1,0 +1,292 @@
+//! Proxy mode's backend: calls to an OpenAI-compatible speech server, with a
+//! concurrency limit, retries on connection errors, a deadline, and its
+//! answers stored in the same content-addressed store as conversions (one
+//! backend call per identical deterministic request in flight).
+
+pub mod answer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use opusgate_cache::{ComputeError, Key, Outcome, Store};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::UpstreamConfig;
+use answer::Answer;
+
+/// Metric names of proxy mode.
+pub mod names {
+    /// Counter: backend calls by result (`ok`, `status`, `timeout`, `unavailable`).
+    pub const CALLS: &str = "opusgate_upstream_calls_total";
+    /// Histogram: backend call duration.
+    pub const DURATION: &str = "opusgate_upstream_duration_seconds";
+    /// Counter: answer-cache lookups by outcome.
+    pub const CACHE: &str = "opusgate_upstream_cache_total";
+}
+
+/// Why a backend call gave no usable answer. Cloned to every coalesced waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// No `upstream.url` is configured.
+    #[error("proxy mode is off: set upstream.url (OPUSGATE_UPSTREAM__URL)")]
+    NotConfigured,
+    /// The backend answered with a non-success status.
+    #[error("the backend answered {status}")]
+    Status {
+        /// The backend's status.
+        status: u16,
+        /// Its content type.
+        content_type: String,
+        /// Its body.
+        body: Bytes,
+    },
+    /// The backend did not answer within `upstream.timeout_seconds`.
+    #[error("the backend did not answer within {0} s")]
+    Timeout(u64),
+    /// The backend could not be reached (after the retries).
+    #[error("the backend could not be reached: {0}")]
+    Unavailable(String),
+    /// The backend's answer could not be used.
+    #[error("the backend's answer could not be used: {0}")]
+    BadAnswer(String),
+}
+
+/// A backend request, built again for each retry.
+pub type RequestBuilder =
+    Arc<dyn Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// Backend call counters.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    total_micros: AtomicU64,
+}
+
+/// A snapshot of [`UpstreamStats`] for `/api/v1/stats`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamSnapshot {
+    /// Whether `upstream.url` is set.
+    pub configured: bool,
+    /// Backend calls made (each retry counts).
+    pub calls: u64,
+    /// Calls that gave no success answer.
+    pub errors: u64,
+    /// Mean call time, ms.
+    pub avg_ms: f64,
+}
+
+/// The backend client; cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: UpstreamConfig,
+    client: reqwest::Client,
+    permits: Semaphore,
+    stats: UpstreamStats,
+    store: Store,
+}
+
+/// An answer and where it came from.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The backend's answer.
+    pub answer: Answer,
+    /// Store outcome, or `None` when the request bypassed the store.
+    pub outcome: Option<Outcome>,
+}
+
+impl Upstream {
+    /// A client for the configured backend, storing answers in `store`.
+    pub fn new(config: &UpstreamConfig, store: Store) -> Result<Upstream, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_seconds))
+            .build()?;
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                client,
+                permits: Semaphore::new(config.max_concurrent),
+                stats: UpstreamStats::default(),
+                store,
+            }),
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.inner.config
+    }
+
+    /// Fails with `NotConfigured` when proxy mode is off.
+    pub fn ensure_configured(&self) -> Result<(), UpstreamError> {
+        if self.inner.config.url.is_empty() {
+            Err(UpstreamError::NotConfigured)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The full URL of a backend path such as `/audio/transcriptions`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.inner.config.url.trim_end_matches('/'), path)
+    }
+
+    /// The answer store's counters.
+    pub fn store_stats(&self) -> opusgate_cache::StoreStats {
+        self.inner.store.stats()
+    }
+
+    /// Counters.
+    pub fn snapshot(&self) -> UpstreamSnapshot {
+        let s = &self.inner.stats;
+        let calls = s.calls.load(Ordering::Relaxed);
+        UpstreamSnapshot {
+            configured: !self.inner.config.url.is_empty(),
+            calls,
+            errors: s.errors.load(Ordering::Relaxed),
+            avg_ms: if calls == 0 {
+                0.0
+            } else {
+                crate::stats::round2(
+                    s.total_micros.load(Ordering::Relaxed) as f64 / calls as f64 / 1000.0,
+                )
+            },
+        }
+    }
+
+    /// Answers `request` from the store when `cache_key` is given and the
+    /// answer is stored; otherwise calls the backend (once per key in flight)
+    /// and stores a success. Without a key the call is made directly.
+    pub async fn serve(
+        &self,
+        cache_key: Option<Key>,
+        request: RequestBuilder,
+    ) -> Result<Served, UpstreamError> {
+        self.ensure_configured()?;
+        let key = match cache_key {
+            Some(key) if self.inner.config.cache_responses => key,
+            _ => {
+                let answer = self.call(request).await?;
+                return Ok(Served {
+                    answer,
+                    outcome: None,
+                });
+            }
+        };
+        let this = self.clone();
+        let result = self
+            .inner
+            .store
+            .get_or_compute(key, move || async move {
+                this.call(request).await.map(|a| a.encode())
+            })
+            .await;
+        match result {
+            Ok((bytes, outcome)) => {
+                metrics::counter!(names::CACHE, "outcome" => outcome.as_str()).increment(1);
+                let answer = Answer::decode(&bytes).ok_or_else(|| {
+                    UpstreamError::BadAnswer("a stored answer did not decode".into())
+                })?;
+                Ok(Served {
+                    answer,
+                    outcome: Some(outcome),
+                })
+            }
+            Err(ComputeError::Failed(e)) => Err(e),
+            Err(ComputeError::Panicked) => {
+                Err(UpstreamError::BadAnswer("the backend call panicked".into()))
+            }
+        }
+    }
+
+    /// One backend call with the concurrency limit and retries.
+    async fn call(&self, request: RequestBuilder) -> Result<Answer, UpstreamError> {
+        let inner = &self.inner;
+        let _permit = inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| UpstreamError::Unavailable("backend permits closed".into()))?;
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let mut builder = request(&inner.client, &inner.config.url);
+            if !inner.config.api_key.is_empty() {
+                builder = builder.bearer_auth(&inner.config.api_key);
+            }
+            let result = send(builder, inner.config.timeout_seconds).await;
+            let took = started.elapsed();
+            inner.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            inner
+                .stats
+                .total_micros
+                .fetch_add(micros, Ordering::Relaxed);
+            metrics::histogram!(names::DURATION).record(took.as_secs_f64());
+            let label = match &result {
+                Ok(_) => "ok",
+                Err(UpstreamError::Status { .. }) => "status",
+                Err(UpstreamError::Timeout(_)) => "timeout",
+                Err(_) => "unavailable",
+            };
+            metrics::counter!(names::CALLS, "result" => label).increment(1);
+            match result {
+                Ok(mut answer) => {
+                    answer.backend_seconds = took.as_secs_f64();
+                    return Ok(answer);
+                }
+                Err(UpstreamError::Unavailable(why)) if attempt < inner.config.retries => {
+                    inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    let backoff = Duration::from_millis(100 << attempt.min(6));
+                    tracing::warn!(attempt, error = %why, "backend unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => {
+                    inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+async fn send(builder: reqwest::RequestBuilder, timeout: u64) -> Result<Answer, UpstreamError> {
+    let classify = |e: reqwest::Error| {
+        if e.is_timeout() {
+            UpstreamError::Timeout(timeout)
+        } else {
+            UpstreamError::Unavailable(e.to_string())
+        }
+    };
+    let response = builder.send().await.map_err(classify)?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let body = response.bytes().await.map_err(classify)?;
+    if (200..300).contains(&status) {
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+            backend_seconds: 0.0,
+        })
+    } else {
+        Err(UpstreamError::Status {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
