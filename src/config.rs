@@ -69,8 +69,8 @@ pub struct LimitsConfig {
     pub max_upload_bytes: u64,
     /// Longest accepted audio, in seconds.
     pub max_duration_seconds: u64,
-    /// Deadline of one conversion once it runs, in seconds.
-    pub conversion_timeout_seconds: u64,
+    /// Deadline of one conversion once it runs, in seconds (fractions allowed).
+    pub conversion_timeout_seconds: f64,
 }
 
 impl Default for LimitsConfig {
@@ -78,7 +78,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_upload_bytes: 33_554_432,
             max_duration_seconds: 600,
-            conversion_timeout_seconds: 30,
+            conversion_timeout_seconds: 30.0,
         }
     }
 }
@@ -384,11 +384,12 @@ impl Config {
                 "must be positive".into(),
             );
         }
-        if self.limits.conversion_timeout_seconds == 0 {
+        let timeout = self.limits.conversion_timeout_seconds;
+        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
             return invalid(
                 "limits.conversion_timeout_seconds",
-                "0".into(),
-                "must be positive".into(),
+                timeout.to_string(),
+                "must be more than 0 and at most 86400".into(),
             );
         }
         if self.cache.memory_bytes == 0 {
@@ -442,6 +443,6 @@ impl Config {
 
     /// The conversion deadline.
     pub fn conversion_timeout(&self) -> Duration {
-        Duration::from_secs(self.limits.conversion_timeout_seconds)
+        Duration::from_secs_f64(self.limits.conversion_timeout_seconds)
     }
 }

@@ -439,6 +439,33 @@ async fn every_error_code_from_a_real_request() {
 }
 
 #[tokio::test]
+async fn a_conversion_past_its_deadline_answers_504_and_is_not_stored() {
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    // One microsecond: every conversion is past it at its first deadline check.
+    config.limits.conversion_timeout_seconds = 0.000_001;
+    let server = TestServer::start(config).await;
+    let c = client();
+    let upload = clip(10.0, 40);
+    for _ in 0..2 {
+        expect_error(
+            post_convert(&c, &server, "", upload.clone()).await,
+            504,
+            "conversion_timeout",
+        )
+        .await;
+    }
+    let stats = server.stats(&c).await;
+    assert_eq!(
+        stats["cache"]["misses"], 2,
+        "a timed-out conversion is not stored"
+    );
+    assert_eq!(stats["conversions"]["failed"], 2);
+    assert_eq!(stats["cache"]["memory"]["entries"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn api_keys_guard_everything_but_health() {
     let dir = data_dir();
     let mut config = config_in(dir.path());
