@@ -300,6 +300,16 @@ async fn expect_error(response: reqwest::Response, status: u16, code: &str) {
     assert!(!v["message"].as_str().unwrap().is_empty());
 }
 
+async fn expect_get_error(
+    c: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    status: u16,
+    code: &str,
+) {
+    expect_error(c.get(server.url(path)).send().await.unwrap(), status, code).await;
+}
+
 #[tokio::test]
 async fn every_error_code_from_a_real_request() {
     let dir = data_dir();
@@ -388,41 +398,26 @@ async fn every_error_code_from_a_real_request() {
         .unwrap();
     expect_error(unterminated, 400, "bad_request").await;
 
-    expect_error(
-        c.get(server.url("/api/v1/audio/nothex"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "bad_parameter",
-    )
-    .await;
+    expect_get_error(&c, &server, "/api/v1/audio/nothex", 400, "bad_parameter").await;
     let upper = "A".repeat(64);
-    expect_error(
-        c.get(server.url(&format!("/api/v1/audio/{upper}")))
-            .send()
-            .await
-            .unwrap(),
+    expect_get_error(
+        &c,
+        &server,
+        &format!("/api/v1/audio/{upper}"),
         400,
         "bad_parameter",
     )
     .await;
     let unknown = "0".repeat(64);
-    expect_error(
-        c.get(server.url(&format!("/api/v1/audio/{unknown}")))
-            .send()
-            .await
-            .unwrap(),
+    expect_get_error(
+        &c,
+        &server,
+        &format!("/api/v1/audio/{unknown}"),
         404,
         "not_found",
     )
     .await;
-    expect_error(
-        c.get(server.url("/no/such/route")).send().await.unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
+    expect_get_error(&c, &server, "/no/such/route", 404, "not_found").await;
 
     // Nothing failed was stored, and the server still converts.
     let ok = post_convert(&c, &server, "", good).await;
