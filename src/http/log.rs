@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware::Next;
@@ -29,7 +30,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     };
     let cache = text("x-cache");
     let key = text(header::ETAG.as_str()).trim_matches('"').to_owned();
-    let bytes = text(header::CONTENT_LENGTH.as_str());
+    let bytes = response.body().size_hint().exact();
     tracing::info!(
         target: "opusgate::request",
         %method,
@@ -37,7 +38,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
         status,
         cache,
         key,
-        bytes,
+        bytes = bytes.map(|n| n as i64).unwrap_or(-1),
         ms = took.as_secs_f64() * 1000.0,
         "request"
     );
