@@ -10,7 +10,8 @@
 //!   Links follow each other in the file (chaining).
 //! - The OpusHead must be alone on the BOS page, the OpusTags packet (of any
 //!   size, spanning any number of pages; it is not kept in memory) must be the
-//!   second packet, and audio starts on a fresh page.
+//!   second packet with its vendor and comment lengths inside it (as
+//!   libopusfile checks), and audio starts on a fresh page.
 //! - Start granule (section 4.5): on the first page with completed audio
 //!   packets, `start = granule - samples completed on that page`. A start above
 //!   0 (a stream cut from a live recording) is accepted and pre-skip still

@@ -117,6 +117,122 @@ impl OpusHead {
     }
 }
 
+/// Checks the framing of an OpusTags packet (RFC 7845 section 5.2) fed in
+/// pieces, without keeping it: the vendor string length, the comment count
+/// and every comment length must stay within the packet, as libopusfile
+/// (and so `opusdec`) requires. Bytes after the last comment are allowed.
+/// Each length field takes 4 bytes of input, so the work is bounded by the
+/// packet's size whatever the fields claim.
+#[derive(Debug, Clone)]
+pub(crate) struct TagsCheck {
+    /// Bytes fed so far.
+    pos: u64,
+    /// What the next length field is, or `None` once the last comment is
+    /// framed.
+    next: Option<TagsField>,
+    /// Where the next length field starts.
+    field_at: u64,
+    /// Bytes of the next length field gathered so far.
+    field: [u8; 4],
+    have: usize,
+    /// Comments still to frame after the count was read.
+    comments_left: u32,
+    /// Where the packet must not end before.
+    required_end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TagsField {
+    VendorLength,
+    CommentCount,
+    CommentLength,
+}
+
+impl Default for TagsCheck {
+    fn default() -> Self {
+        TagsCheck {
+            pos: 0,
+            next: Some(TagsField::VendorLength),
+            field_at: TAGS_MAGIC.len() as u64,
+            field: [0; 4],
+            have: 0,
+            comments_left: 0,
+            required_end: 0,
+        }
+    }
+}
+
+impl TagsCheck {
+    /// Takes in the next piece of the packet.
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while let Some(field) = self.next {
+            if data.is_empty() {
+                return;
+            }
+            if self.pos < self.field_at {
+                let skip = usize::try_from(self.field_at - self.pos)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.pos += skip as u64;
+                data = &data[skip..];
+                continue;
+            }
+            let take = (4 - self.have).min(data.len());
+            self.field[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            self.pos += take as u64;
+            data = &data[take..];
+            if self.have == 4 {
+                self.have = 0;
+                self.on_field(field, u32::from_le_bytes(self.field));
+            }
+        }
+        self.pos += data.len() as u64;
+    }
+
+    fn on_field(&mut self, field: TagsField, value: u32) {
+        let len = u64::from(value);
+        match field {
+            TagsField::VendorLength => {
+                self.field_at = self.pos + len;
+                self.next = Some(TagsField::CommentCount);
+            }
+            TagsField::CommentCount => {
+                self.comments_left = value;
+                self.field_at = self.pos;
+                self.required_end = self.pos;
+                self.next = (value > 0).then_some(TagsField::CommentLength);
+            }
+            TagsField::CommentLength => {
+                self.comments_left = self.comments_left.saturating_sub(1);
+                self.field_at = self.pos + len;
+                self.required_end = self.pos + len;
+                if self.comments_left == 0 {
+                    self.next = None;
+                }
+            }
+        }
+    }
+
+    /// After the last piece: whether every length stayed within the packet.
+    pub(crate) fn finish(&self) -> Result<(), CodecError> {
+        if self.next.is_none() && self.pos >= self.required_end {
+            return Ok(());
+        }
+        Err(CodecError::InvalidStream(format!(
+            "bad OpusTags: the comment header is {} bytes long, but its {} points past its end \
+             (opusdec refuses such a file too): the file is corrupted",
+            self.pos,
+            match self.next {
+                Some(TagsField::VendorLength) => "length (at least 16 bytes are needed)",
+                Some(TagsField::CommentCount) => "vendor string length",
+                Some(TagsField::CommentLength) => "comment count",
+                None => "last comment length",
+            }
+        )))
+    }
+}
+
 /// Number of samples at 48 kHz that `packet` decodes to, read from its TOC
 /// byte (and frame count byte for code 3), or `None` when the packet is empty,
 /// its frame count is 0, or it would exceed 120 ms. The decoder checks the
@@ -182,6 +298,40 @@ mod tests {
             Err("unsupported_channel_mapping")
         );
         assert_eq!(code(b"OpusHead\x01\x01"), Err("invalid_stream"));
+    }
+
+    fn tags_ok(packet: &[u8], piece: usize) -> bool {
+        let mut check = TagsCheck::default();
+        for chunk in packet.chunks(piece.max(1)) {
+            check.feed(chunk);
+        }
+        check.finish().is_ok()
+    }
+
+    #[test]
+    fn tags_framing_is_checked_in_any_pieces() {
+        let tags = |vendor_len: u32, count: u32, comments: &[u8]| {
+            let mut t = b"OpusTags".to_vec();
+            t.extend_from_slice(&vendor_len.to_le_bytes());
+            t.extend_from_slice(b"test");
+            t.extend_from_slice(&count.to_le_bytes());
+            t.extend_from_slice(comments);
+            t
+        };
+        let mut two = 3u32.to_le_bytes().to_vec();
+        two.extend_from_slice(b"A=b");
+        two.extend_from_slice(&0u32.to_le_bytes());
+        for piece in [1, 2, 3, 5, 7, 1000] {
+            assert!(tags_ok(&tags(4, 0, b""), piece));
+            assert!(tags_ok(&tags(4, 2, &two), piece));
+            assert!(tags_ok(&tags(4, 0, b"\x01binary padding"), piece));
+            assert!(!tags_ok(&tags(4, 3, &two), piece), "count past the end");
+            assert!(!tags_ok(&tags(5, 0, b""), piece), "vendor past the end");
+            assert!(!tags_ok(&tags(u32::MAX, 0, b""), piece));
+            assert!(!tags_ok(&tags(4, 1, &two[..5]), piece), "comment cut");
+            assert!(!tags_ok(&tags(4, 0, b"")[..15], piece), "too short");
+            assert!(!tags_ok(&tags(4, u32::MAX, b""), piece));
+        }
     }
 
     #[test]

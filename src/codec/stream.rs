@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use super::demux::Ctx;
 use super::error::CodecError;
-use super::head::{packet_samples_48k, OpusHead, MAX_PACKET_SAMPLES_48K, TAGS_MAGIC};
+use super::head::{packet_samples_48k, OpusHead, TagsCheck, MAX_PACKET_SAMPLES_48K, TAGS_MAGIC};
 use super::page::{Page, NO_GRANULE};
 
 /// Largest audio packet accepted (family 1 allows at most 8 streams of at most
@@ -26,6 +26,8 @@ pub(crate) struct Stream<'a> {
     /// the OpusTags packet are kept).
     pending: Vec<u8>,
     pending_open: bool,
+    /// Framing check of the OpusTags packet, fed as its pieces arrive.
+    tags: TagsCheck,
     pub(crate) packets: Vec<Cow<'a, [u8]>>,
     pub(crate) decoded: u64,
     pub(crate) start: Option<u64>,
@@ -59,6 +61,7 @@ impl<'a> Stream<'a> {
             tags_done: false,
             pending: Vec::new(),
             pending_open: false,
+            tags: TagsCheck::default(),
             packets: Vec::new(),
             decoded: 0,
             start: None,
@@ -70,6 +73,7 @@ impl<'a> Stream<'a> {
 
     fn append_pending(&mut self, data: &[u8], at: usize) -> Result<(), CodecError> {
         if !self.tags_done {
+            self.tags.feed(data);
             let room = 8usize.saturating_sub(self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..room]);
         } else {
@@ -124,6 +128,9 @@ impl<'a> Stream<'a> {
                 self.pending_open = false;
                 Cow::Owned(std::mem::take(&mut self.pending))
             } else {
+                if !self.tags_done {
+                    self.tags.feed(data);
+                }
                 Cow::Borrowed(data)
             };
             (start, len) = (start + len, 0);
@@ -134,6 +141,7 @@ impl<'a> Stream<'a> {
                          an OpusTags comment header"
                     )));
                 }
+                self.tags.finish()?;
                 self.tags_done = true;
                 after_tags = true;
             } else if !packet.is_empty() {

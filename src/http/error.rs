@@ -174,6 +174,15 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        // Refused before the body was read to its end: the rest of it is
+        // still on the wire, so the connection is closed after this answer.
+        // Saying so keeps keep-alive clients from sending their next request
+        // on a connection that is about to go away.
+        if matches!(self.code, "payload_too_large" | "request_timeout") {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
