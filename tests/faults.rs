@@ -1,0 +1,450 @@
+//! Faults the server must survive without serving wrong audio, against the
+//! real binary:
+//! - bytes flipped inside stored records (and a recency entry) while the
+//!   server is stopped: every damaged entry is detected on read or at open,
+//!   counted, and reconverted; no damaged byte is ever served;
+//! - a disk tier on a 4 MiB tmpfs that fills up: conversions keep succeeding
+//!   from memory, the failed disk writes are counted and logged once per
+//!   interval rather than per request, nothing crashes;
+//! - a client uploading at 1 byte per second is cut off with 408 by the read
+//!   timeout;
+//! - 200 clients that disconnect right after sending leave no conversion
+//!   running or queued, no connection open and no memory behind.
+
+mod reliability;
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reliability::{clip, fresh_wav, store_dir, Server};
+use serde_json::Value;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// POSTs `upload` and returns (status, X-Cache, body).
+async fn convert(
+    client: &reqwest::Client,
+    server: &Server,
+    upload: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let r = client
+        .post(server.url("/api/v1/convert"))
+        .body(upload.to_vec())
+        .send()
+        .await
+        .expect("convert request");
+    let status = r.status().as_u16();
+    let cache = header(&r, "x-cache");
+    (status, cache, r.bytes().await.expect("body").to_vec())
+}
+
+/// The ways a stored record is damaged, each applied to one entry.
+fn damage(kind: usize, record: &[u8]) -> Vec<u8> {
+    let mut r = record.to_vec();
+    let len = r.len();
+    match kind {
+        0 => r[len / 2] ^= 0x01,         // one bit in the middle of the WAV
+        1 => r[len - 1] ^= 0x80,         // the last sample byte
+        2 => r[41 + 10] ^= 0xFF,         // inside the WAV header
+        3 => r[20] ^= 0x01,              // the stored SHA-256
+        4 => r[0] ^= 0x01,               // the format version
+        5 => r[8] ^= 0x01,               // the length field
+        6 => r.truncate(len - 100),      // a torn tail
+        7 => r.truncate(30),             // shorter than a header
+        _ => r.extend_from_slice(b"xx"), // trailing bytes
+    }
+    r
+}
+
+#[tokio::test]
+async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir(dir.path());
+    let client = reqwest::Client::new();
+    let uploads: Vec<Vec<u8>> = (0..14).map(|i| clip(1.5, 300 + i)).collect();
+    let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
+
+    let server = Server::start(&store, &[]);
+    let mut keys = Vec::new();
+    for upload in &uploads {
+        let r = client
+            .post(server.url("/api/v1/convert"))
+            .body(upload.clone())
+            .send()
+            .await
+            .expect("convert");
+        assert_eq!(r.status(), 200);
+        keys.push(header(&r, "etag").trim_matches('"').to_owned());
+    }
+    let exit = server.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "first run exited with {exit}");
+
+    // Damage nine records in nine ways and one recency entry, server stopped.
+    let damaged_values = 9;
+    {
+        let db = sled::open(store.join("audio")).expect("open the store with sled");
+        let values = db
+            .open_tree(opusgate_cache::VALUES_TREE)
+            .expect("values tree");
+        let meta = db.open_tree(opusgate_cache::META_TREE).expect("meta tree");
+        assert_eq!(values.len(), uploads.len(), "every conversion was stored");
+        for (i, key) in keys.iter().enumerate().take(damaged_values) {
+            let sled_key = values
+                .iter()
+                .keys()
+                .map(|k| k.expect("key"))
+                .find(|k| hex(k) == *key)
+                .expect("the record of a key");
+            let record = values.get(&sled_key).expect("read").expect("present");
+            values
+                .insert(&sled_key, damage(i, &record))
+                .expect("write the damaged record");
+        }
+        let meta_key = values
+            .iter()
+            .keys()
+            .map(|k| k.expect("key"))
+            .find(|k| hex(k) == keys[damaged_values])
+            .expect("the record of a key");
+        meta.insert(&meta_key, &b"short"[..])
+            .expect("damage a recency entry");
+        db.flush().expect("flush");
+    }
+    let damaged = damaged_values + 1;
+
+    let server = Server::start(&store, &[]);
+    // The damaged recency entry is dropped with its record at open.
+    let stats = server.stats(&client).await;
+    assert_eq!(stats["cache"]["corrupt_records"], 1, "{stats}");
+    // By key: every damaged record reads as absent, the others exactly.
+    for (i, key) in keys.iter().enumerate() {
+        let r = client
+            .get(server.url(&format!("/api/v1/audio/{key}")))
+            .send()
+            .await
+            .expect("audio by key");
+        if i < damaged {
+            assert_eq!(r.status(), 404, "damaged record {i} was served by key");
+        } else {
+            assert_eq!(r.status(), 200);
+            assert_eq!(
+                r.bytes().await.expect("body").as_ref(),
+                expected[i].as_slice()
+            );
+        }
+    }
+    let stats = server.stats(&client).await;
+    assert_eq!(stats["cache"]["corrupt_records"], damaged as u64, "{stats}");
+    assert_eq!(server.log_count("corrupt disk record"), damaged_values);
+    // Converting again: the damaged ones are reconverted, the rest hit.
+    for (i, upload) in uploads.iter().enumerate() {
+        let (status, cache, body) = convert(&client, &server, upload).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body, expected[i],
+            "clip {i} ({cache}) differs from a fresh conversion"
+        );
+        if i < damaged {
+            assert_eq!(cache, "miss", "damaged clip {i}");
+        } else {
+            assert!(cache.starts_with("hit-"), "intact clip {i}: {cache}");
+        }
+    }
+    let stats = server.stats(&client).await;
+    assert_eq!(stats["conversions"]["completed"], damaged as u64, "{stats}");
+    assert_eq!(
+        stats["cache"]["corrupt_records"], damaged as u64,
+        "counted once each"
+    );
+    let exit = server.terminate(Duration::from_secs(60));
+    assert!(exit.success());
+
+    // The reconverted values were stored again: all hit disk now.
+    let server = Server::start(&store, &[]);
+    for (i, upload) in uploads.iter().enumerate() {
+        let (status, cache, body) = convert(&client, &server, upload).await;
+        assert_eq!((status, cache.as_str()), (200, "hit-disk"), "clip {i}");
+        assert_eq!(body, expected[i]);
+    }
+    assert_eq!(server.stats(&client).await["cache"]["corrupt_records"], 0);
+    server.kill9();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill up, which needs root and mount \
+             permission (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_costs_the_disk_tier_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir(dir.path());
+    let mount = Tmpfs::mount(&store, "4m");
+    let client = reqwest::Client::new();
+    // About 9 MB of WAV for a 4 MiB filesystem.
+    let uploads: Vec<Vec<u8>> = (0..60).map(|i| clip(2.5, 900 + i)).collect();
+    let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
+
+    let mut server = Server::start(
+        &store,
+        &[
+            ("OPUSGATE_CACHE__MEMORY_BYTES", (64u64 << 20).to_string()),
+            ("OPUSGATE_CACHE__DISK_BYTES", (1u64 << 30).to_string()),
+            (
+                "OPUSGATE_UPSTREAM__CACHE_DISK_BYTES",
+                (1u64 << 20).to_string(),
+            ),
+        ],
+    );
+    let started = Instant::now();
+    for (i, upload) in uploads.iter().enumerate() {
+        let (status, cache, body) = convert(&client, &server, upload).await;
+        assert_eq!(status, 200, "clip {i}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(cache, "miss");
+        assert_eq!(body, expected[i], "clip {i}");
+    }
+    // Wait for the writer to get through its queue: every value written
+    // or its write failed.
+    let stats = server
+        .wait_stats(&client, Duration::from_secs(60), "the disk writes", |s| {
+            let n = |v: &Value| v.as_u64().unwrap_or(0);
+            n(&s["cache"]["disk"]["entries"]) + n(&s["cache"]["disk_write_failures"])
+                >= uploads.len() as u64
+        })
+        .await;
+    let failures = stats["cache"]["disk_write_failures"].as_u64().unwrap_or(0);
+    assert!(failures > 0, "the 4 MiB disk never filled: {stats}");
+    // Everything still answers, from memory, exactly.
+    for (i, upload) in uploads.iter().enumerate() {
+        let (status, cache, body) = convert(&client, &server, upload).await;
+        assert_eq!((status, cache.as_str()), (200, "hit-memory"), "clip {i}");
+        assert_eq!(body, expected[i], "clip {i}");
+    }
+    // New conversions still work on a full disk.
+    let late = clip(1.0, 999);
+    let (status, _, body) = convert(&client, &server, &late).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, fresh_wav(&late));
+    let stats = server.stats(&client).await;
+    let failures = stats["cache"]["disk_write_failures"].as_u64().unwrap_or(0);
+    // One warning per 10 s interval, carrying the count, not one per failure.
+    let warnings = server.log_count("disk write failed");
+    let intervals = started.elapsed().as_secs() / 10 + 1;
+    eprintln!(
+        "{failures} disk write failures, {warnings} warnings; store: {}",
+        stats["cache"]
+    );
+    assert!(
+        warnings >= 1 && warnings as u64 <= intervals,
+        "{warnings} warnings for {failures} failures in {intervals} intervals"
+    );
+    assert!(server.alive(), "the server died on a full disk");
+    let health = client
+        .get(server.url("/api/v1/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    assert_eq!(server.log_count("panicked"), 0, "{}", server.log_text());
+    // Shutdown may report that the final flush failed, but must not hang.
+    let exit = server.terminate(Duration::from_secs(60));
+    eprintln!("exit on a full disk: {exit}");
+    drop(mount);
+}
+
+#[tokio::test]
+async fn a_client_sending_1_byte_per_second_gets_408() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &store_dir(dir.path()),
+        &[("OPUSGATE_SERVER__REQUEST_READ_TIMEOUT_SECONDS", "2".into())],
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        stream
+            .write_all(
+                format!(
+                    "POST /api/v1/convert HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .expect("headers");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("read timeout");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // One byte a second, reading between bytes, for at most 20 s.
+        for i in 0..20 {
+            if stream.write_all(b"O").is_err() && i > 0 {
+                break;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => break,
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .expect("slow client");
+    let took = started.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "answer after {took:?}: {answer:?}"
+    );
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(8),
+        "cut off after {took:?} with a 2 s read timeout"
+    );
+    // The server goes on serving.
+    let client = reqwest::Client::new();
+    let upload = clip(1.0, 5);
+    let (status, _, body) = convert(&client, &server, &upload).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, fresh_wav(&upload));
+    server.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_vanishing_clients_leak_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&store_dir(dir.path()), &[]);
+    let client = reqwest::Client::new();
+    let uploads: Vec<Vec<u8>> = (0..200).map(|i| clip(1.0, 2000 + i)).collect();
+    // Warm up, then measure.
+    let (status, _, _) = convert(&client, &server, &clip(1.0, 1)).await;
+    assert_eq!(status, 200);
+    let (rss_before, fds_before) = (server.rss_kb(), server.open_fds());
+
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let senders: Vec<_> = uploads
+        .iter()
+        .cloned()
+        .map(|upload| {
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut stream = TcpStream::connect(&addr).expect("connect");
+                let head = format!(
+                    "POST /api/v1/convert HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+                    upload.len()
+                );
+                stream.write_all(head.as_bytes()).expect("headers");
+                stream.write_all(&upload).expect("body");
+                // Gone without reading the answer.
+                drop(stream);
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    // The server has closed all 200 connections (which proves it has seen
+    // them), and whatever conversion was started has finished.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.open_fds() > fds_before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "connections left open: {} fds, {fds_before} before",
+            server.open_fds()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = server
+        .wait_stats(
+            &client,
+            Duration::from_secs(120),
+            "the pipeline to drain",
+            |s| {
+                s["conversions"]["active"] == 0
+                    && s["conversions"]["queued"] == 0
+                    && s["cache"]["in_flight"] == 0
+            },
+        )
+        .await;
+    let conversions = &stats["conversions"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let started = n(&stats["cache"]["computations_started"]);
+    assert_eq!(
+        n(&conversions["completed"]) + n(&conversions["failed"]),
+        started,
+        "every conversion started has ended: {stats}"
+    );
+    assert_eq!(n(&conversions["failed"]), 0, "{stats}");
+    // The conversions that ran were stored, with the right bytes.
+    let mut stored = 0;
+    for upload in &uploads {
+        let (status, cache, body) = convert(&client, &server, upload).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, fresh_wav(upload));
+        stored += usize::from(cache.starts_with("hit-"));
+    }
+    eprintln!(
+        "{} conversions ran for 200 vanished clients, {stored} of 200 were stored",
+        started - 1
+    );
+    // Connections are closed; memory is the stored WAVs and little more.
+    let fds_after = server.open_fds();
+    assert!(
+        fds_after <= fds_before + 5,
+        "open fds {fds_before} -> {fds_after}"
+    );
+    let rss_after = server.rss_kb();
+    let stored_kb = n(&server.stats(&client).await["cache"]["memory"]["bytes"]) / 1024;
+    eprintln!("RSS {rss_before} -> {rss_after} KiB, {stored_kb} KiB of WAV in memory");
+    assert!(
+        rss_after <= rss_before + stored_kb + 20 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB ({stored_kb} KiB stored)"
+    );
+    server.kill9();
+}
