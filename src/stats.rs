@@ -237,13 +237,17 @@ impl ConversionStats {
     }
 }
 
+/// The nearest-rank `pct` percentile of sorted samples (`None` when empty).
+pub fn nearest_rank<T: Copy>(sorted: &[T], pct: usize) -> Option<T> {
+    let rank = (pct * sorted.len())
+        .div_ceil(100)
+        .clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
 /// Nearest-rank percentile of sorted microsecond samples, in milliseconds.
 fn percentile_ms(sorted: &[u32], pct: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (pct * sorted.len()).div_ceil(100).clamp(1, sorted.len());
-    round2(f64::from(sorted[rank - 1]) / 1000.0)
+    nearest_rank(sorted, pct).map_or(0.0, |us| round2(f64::from(us) / 1000.0))
 }
 
 /// Rounds to two decimals, for readable JSON.

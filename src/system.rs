@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sysinfo::{ProcessesToUpdate, System};
 
+use crate::stats::round2;
+
 /// How often the figures are refreshed.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -113,8 +115,4 @@ fn thread_count() -> u64 {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }

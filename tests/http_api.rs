@@ -489,12 +489,7 @@ async fn api_keys_guard_everything_but_health() {
         "/api/v1/performance",
         "/api/v1/concurrent-status",
     ] {
-        expect_error(
-            c.get(server.url(path)).send().await.unwrap(),
-            401,
-            "unauthorized",
-        )
-        .await;
+        expect_get_error(&c, &server, path, 401, "unauthorized").await;
     }
     let by_header = c
         .post(server.url("/api/v1/convert"))

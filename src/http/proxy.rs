@@ -61,6 +61,15 @@ fn text(field: &FormField) -> String {
     String::from_utf8_lossy(&field.data).into_owned()
 }
 
+/// A response with the backend's body and content type.
+fn with_content_type(status: StatusCode, body: Bytes, content_type: &str) -> Response {
+    let mut response = (status, body).into_response();
+    if let Ok(ct) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+}
+
 fn answer_response(
     served: Served,
     status_override: Option<StatusCode>,
@@ -70,13 +79,9 @@ fn answer_response(
     let status = status_override
         .or_else(|| StatusCode::from_u16(served.answer.status).ok())
         .unwrap_or(StatusCode::OK);
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    if let Ok(ct) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, ct);
-    }
+    let mut response = with_content_type(status, body, content_type);
     if let Some(outcome) = served.outcome {
-        headers.insert(
+        response.headers_mut().insert(
             "x-upstream-cache",
             HeaderValue::from_static(outcome.as_str()),
         );
@@ -170,15 +175,8 @@ pub async fn transcriptions(
             content_type,
             body,
         }) => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                body,
-            )
-                .into_response();
-            if let Ok(ct) = HeaderValue::from_str(&content_type) {
-                response.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            Ok(response)
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok(with_content_type(status, body, &content_type))
         }
         Err(e) => Err(e.into()),
     }

@@ -101,11 +101,7 @@ pub struct Report {
 }
 
 fn percentile(sorted: &[Duration], pct: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (pct * sorted.len()).div_ceil(100).clamp(1, sorted.len());
-    ms(sorted[rank - 1])
+    crate::stats::nearest_rank(sorted, pct).map_or(0.0, ms)
 }
 
 fn ms(d: Duration) -> f64 {
