@@ -1,14 +1,14 @@
-//! The disk tier as the rest of the store sees it: opening the sled database,
-//! verified reads run on tokio's blocking pool, and the write-back queue in
-//! front of the writer thread (see `writer`).
+//! The disk tier as the rest of the store sees it: opening the sled database
+//! (the recency index) and the value files, verified reads run on tokio's
+//! blocking pool, and the write-back queue in front of the writer thread
+//! (see `writer`).
 //!
 //! # Eviction policy: least recently used
 //!
-//! sled has no eviction, so the tier keeps the sum of its value lengths at or
+//! Neither sled nor a directory evicts, so the tier keeps the sum of its value lengths at or
 //! under its byte capacity itself, by deleting least-recently-used records
-//! first, in the same sled transaction as the write that needs the room.
-//! Since room is made before a value is written, the total never exceeds
-//! the capacity at all; a value larger than the whole capacity is not
+//! first, just before the write that needs the room. Since room is made
+//! before a value is written, the total never exceeds the capacity at all; a value larger than the whole capacity is not
 //! written to disk.
 //!
 //! "Used" means written, read by a disk hit, or evicted from the memory tier
@@ -24,12 +24,13 @@
 //!
 //! # Threads and durability
 //!
-//! Every sled call runs off the async worker threads: reads on
-//! `spawn_blocking`, everything that changes the trees on one dedicated
-//! writer thread. A write is queued and the caller goes on; until the
+//! All disk I/O runs off the async worker threads: reads on
+//! `spawn_blocking`, everything that changes the files or the recency tree
+//! on one dedicated writer thread. A write is queued and the caller goes on; until the
 //! writer has applied it, the value stays readable from the queue (reported
 //! as a disk hit), so no second computation starts meanwhile. `flush` waits
-//! for the queue ahead of it and then fsyncs. If more than
+//! for the queue ahead of it and then fsyncs the files written since the
+//! last flush, their directories, and sled. If more than
 //! `PENDING_LIMIT_BYTES` are queued (a disk much slower than the computations),
 //! further writes are dropped and counted as disk write failures rather than
 //! letting memory grow without bound.
@@ -41,19 +42,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sled::{IVec, Tree};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
 use crate::key::Key;
 use crate::ratelimit::{WarnLimiter, WARN_INTERVAL};
-use crate::record::{self, RecordError, META_TREE, VALUES_TREE};
+use crate::files::ValueFiles;
+use crate::record::{self, RecordError};
 use crate::stats::{bump, Counters};
-use crate::writer::{load_index, Op, Writer};
+use crate::writer::{Op, Writer};
 
-/// sled's own page cache. Its default (1 GiB) would duplicate the memory
-/// tier; disk hits are promoted to memory, so sled needs little cache.
-pub(crate) const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's own page cache. sled holds only the recency tree (48 bytes an
+/// entry), so a small cache covers it; its 1 GiB default is far too much.
+pub(crate) const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Most bytes queued for the writer before further writes are dropped. A
 /// single value is always accepted into an empty queue, whatever its size.
 pub(crate) const PENDING_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
@@ -132,21 +133,21 @@ impl Shared {
 enum Read {
     Missing,
     Found(Bytes),
-    Corrupt { record: IVec, error: RecordError },
+    Corrupt(RecordError),
 }
 
 /// Handle to the disk tier.
 pub(crate) struct DiskTier {
     shared: Arc<Shared>,
-    values: Tree,
+    files: ValueFiles,
     ops: mpsc::UnboundedSender<Op>,
     exited: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl DiskTier {
-    /// Opens (creating if missing) the database at `path`, rebuilds the
-    /// accounting from `META_TREE`, evicts down to `capacity` if needed and
-    /// starts the writer thread.
+    /// Opens (creating if missing) the database and values directory at
+    /// `path`, rebuilds and reconciles the accounting (see `writer`), evicts
+    /// down to `capacity` if needed and starts the writer thread.
     pub(crate) async fn open(
         path: PathBuf,
         capacity: u64,
@@ -160,22 +161,20 @@ impl DiskTier {
             read_warn: WarnLimiter::new(WARN_INTERVAL),
         });
         let started = Instant::now();
-        let writer = loop {
+        let (writer, files) = loop {
             let attempt_path = path.clone();
             let attempt_shared = Arc::clone(&shared);
-            let result = tokio::task::spawn_blocking(move || {
-                open_blocking(&attempt_path, capacity, attempt_shared)
-            })
-            .await?;
+            let result =
+                tokio::task::spawn_blocking(move || open_blocking(&attempt_path, attempt_shared))
+                    .await?;
             match result {
-                Ok(writer) => break writer,
+                Ok(opened) => break opened,
                 Err(error) if is_lock_busy(&error) && started.elapsed() < OPEN_LOCK_WAIT => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(error),
             }
         };
-        let values = writer.values.clone();
         let (ops, ops_rx) = mpsc::unbounded_channel();
         let (exited_tx, exited_rx) = oneshot::channel();
         std::thread::Builder::new()
@@ -183,7 +182,7 @@ impl DiskTier {
             .spawn(move || writer.run(ops_rx, exited_tx))?;
         Ok(DiskTier {
             shared,
-            values,
+            files,
             ops,
             exited: Mutex::new(Some(exited_rx)),
         })
@@ -197,30 +196,25 @@ impl DiskTier {
         }
     }
 
-    /// The verified value under `key`, from the write-back queue or sled.
+    /// The verified value under `key`, from the write-back queue or its file.
     /// A corrupt record is deleted (and counted) before this returns `None`.
     pub(crate) async fn get(&self, key: &Key) -> Option<Bytes> {
         if let Some(value) = self.shared.pending_value(key) {
             return Some(value);
         }
         let key = *key;
-        let values = self.values.clone();
-        let read = tokio::task::spawn_blocking(move || read_blocking(&values, &key)).await;
+        let files = self.files.clone();
+        let read = tokio::task::spawn_blocking(move || read_blocking(&files, &key)).await;
         match read {
             Ok(Ok(Read::Missing)) => None,
             Ok(Ok(Read::Found(value))) => {
                 let _ = self.ops.send(Op::Touch(key));
                 Some(value)
             }
-            Ok(Ok(Read::Corrupt { record, error })) => {
+            Ok(Ok(Read::Corrupt(error))) => {
                 tracing::warn!(%key, %error, "opusgate-cache: corrupt disk record; deleting it");
                 let (done, done_rx) = oneshot::channel();
-                let op = Op::RemoveCorrupt {
-                    key,
-                    seen: record,
-                    done,
-                };
-                if self.ops.send(op).is_ok() {
+                if self.ops.send(Op::RemoveCorrupt { key, done }).is_ok() {
                     let _ = done_rx.await;
                 }
                 None
@@ -270,14 +264,14 @@ impl DiskTier {
         self.shared.pending().by_key.len() as u64
     }
 
-    /// Waits for every write queued so far, then fsyncs sled.
+    /// Waits for every write queued so far, then fsyncs the files written
+    /// and sled.
     pub(crate) async fn flush(&self) -> Result<(), StoreError> {
         let (done, done_rx) = oneshot::channel();
         self.ops
             .send(Op::Flush(done))
             .map_err(|_| StoreError::WriterStopped)?;
-        done_rx.await.map_err(|_| StoreError::WriterStopped)??;
-        Ok(())
+        done_rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// The signal the writer thread sends once it has released the database
@@ -287,37 +281,27 @@ impl DiskTier {
     }
 }
 
-fn open_blocking(path: &Path, capacity: u64, shared: Arc<Shared>) -> Result<Writer, sled::Error> {
+fn open_blocking(path: &Path, shared: Arc<Shared>) -> Result<(Writer, ValueFiles), StoreError> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(SLED_CACHE_BYTES)
         .open()?;
-    let values = db.open_tree(VALUES_TREE)?;
-    let meta = db.open_tree(META_TREE)?;
-    let index = load_index(&values, &meta, capacity, &shared)?;
-    let mut writer = Writer {
-        db,
-        values,
-        meta,
-        index,
-        shared,
-        last_size_refresh: None,
-    };
-    writer.refresh_size_on_disk();
-    Ok(writer)
+    let files = ValueFiles::open(path)?;
+    let writer = Writer::open(db, files.clone(), shared)?;
+    Ok((writer, files))
 }
 
-fn read_blocking(values: &Tree, key: &Key) -> Result<Read, sled::Error> {
-    let Some(record) = values.get(key.as_bytes())? else {
+fn read_blocking(files: &ValueFiles, key: &Key) -> std::io::Result<Read> {
+    let Some(record) = files.read(key)? else {
         return Ok(Read::Missing);
     };
     match record::verify(&record) {
-        Ok(range) => Ok(Read::Found(Bytes::from_owner(record).slice(range))),
-        Err(error) => Ok(Read::Corrupt { record, error }),
+        Ok(range) => Ok(Read::Found(Bytes::from(record).slice(range))),
+        Err(error) => Ok(Read::Corrupt(error)),
     }
 }
 
 /// Whether sled failed only because another handle holds its file lock.
-fn is_lock_busy(error: &sled::Error) -> bool {
-    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+fn is_lock_busy(error: &StoreError) -> bool {
+    matches!(error, StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
 }

@@ -1,6 +1,7 @@
 //! The disk tier's in-memory index: for every record on disk, its length and
 //! recency, ordered so that the least recently used record is found first.
-//! Owned by the disk writer thread alone; mirrors `META_TREE`.
+//! Owned by the disk writer thread alone; mirrors `META_TREE` and the value
+//! files.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +39,11 @@ impl LruIndex {
     /// The entry for `key`, if indexed.
     pub(crate) fn get(&self, key: &Key) -> Option<IndexEntry> {
         self.entries.get(key).copied()
+    }
+
+    /// Every indexed key, in no particular order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.entries.keys()
     }
 
     /// A fresh sequence number, higher than any handed out or loaded.

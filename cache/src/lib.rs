@@ -4,8 +4,9 @@
 //!
 //! It knows nothing about audio or HTTP: values are `Bytes` under a
 //! [`Key`] (a SHA-256 content address). Lookups go memory
-//! (`moka`, capacity in bytes), then disk (`sled`, capacity in bytes, LRU,
-//! every record checksummed), then a computation in progress, then a new one.
+//! (`moka`, capacity in bytes), then disk (one file per value with `sled`
+//! as its recency index, capacity in bytes, LRU, every record checksummed),
+//! then a computation in progress, then a new one.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,13 +30,14 @@
 //! ```
 //!
 //! Modules: [`key`] (content addresses), `outcome` and `stats` (what the
-//! service reports), `memory` (moka tier), `disk` and `writer` (sled tier:
-//! reads, write-back queue, eviction), `index` (the disk tier's LRU order),
-//! [`record`] (on-disk format), `flight` (single flight), `store` (the
+//! service reports), `memory` (moka tier), `disk`, `files` and `writer`
+//! (disk tier: reads, value files, write-back queue, eviction, recovery at
+//! open), `index` (the disk tier's LRU order), [`record`] (on-disk format), `flight` (single flight), `store` (the
 //! lookup order tying them together).
 
 mod disk;
 mod error;
+mod files;
 mod flight;
 mod index;
 pub mod key;
@@ -48,7 +50,7 @@ mod store;
 mod writer;
 
 pub use key::Key;
-pub use record::{META_TREE, VALUES_TREE};
+pub use record::{value_path, META_TREE, VALUES_DIR};
 pub use store::{
     ComputeError, Outcome, Store, StoreConfig, StoreError, StoreStats, Tier, TierStats,
 };

@@ -1,7 +1,12 @@
-//! The on-disk formats: a value record in [`VALUES_TREE`] and its recency
-//! entry in [`META_TREE`], with the checks run on every read.
+//! The on-disk formats: a value record in its own file under
+//! [`VALUES_DIR`] and its recency entry in sled's [`META_TREE`], with the
+//! checks run on every read.
 //!
-//! # Value record (`VALUES_TREE`, sled key = the 32 raw key bytes)
+//! # Value record (a file: `<disk_path>/values/<2 hex>/<64 hex>`)
+//!
+//! One file per key, named by the key's 64 lowercase hex characters, in a
+//! subdirectory named by its first two (see [`value_path`]). The file holds
+//! exactly one record:
 //!
 //! | offset | size | field                                  |
 //! |-------:|-----:|----------------------------------------|
@@ -14,26 +19,41 @@
 //! version is known, the length field equals the number of bytes after the
 //! header, and the SHA-256 of those bytes equals the stored digest. Flipping
 //! any byte of a record therefore makes it fail (a flip in the digest or the
-//! value fails the checksum; in the length or the version, the framing).
+//! value fails the checksum; in the length or the version, the framing), and
+//! so does a file cut short or grown.
 //!
-//! # Recency entry (`META_TREE`, same sled key)
+//! Files are written to `<64 hex>.tmp` beside their final name and renamed
+//! into place, so a reader sees a whole record or none.
+//!
+//! # Recency entry (`META_TREE`, sled key = the 32 raw key bytes)
 //!
 //! | offset | size | field                                         |
 //! |-------:|-----:|-----------------------------------------------|
 //! | 0      | 8    | recency sequence number, u64 big-endian       |
 //! | 8      | 8    | value length, u64 big-endian                  |
 //!
-//! Higher sequence numbers are more recently used. The entry is written in
-//! the same sled transaction as its record and updated on disk hits, so the
-//! disk tier's byte accounting and eviction order can be rebuilt at open by
-//! scanning this small tree alone.
+//! Higher sequence numbers are more recently used. The entry is written
+//! after its file and updated on disk hits, so the disk tier's byte
+//! accounting and eviction order can be rebuilt at open from this small
+//! tree and a listing of the value files (see `writer::load_index` for how
+//! the two are reconciled after a crash).
+//!
+//! Values live outside sled because sled 0.34 keeps roughly as much memory
+//! as was written to it, whatever its cache setting: with values inside it,
+//! the disk tier's capacity was also a memory cost.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Name of the sled tree holding the value records.
-pub const VALUES_TREE: &str = "opusgate-cache.values.v1";
+use crate::key::Key;
+
+/// Directory, inside the store's `disk_path`, of the value files.
+pub const VALUES_DIR: &str = "values";
+/// Name of the sled tree that held the value records before they moved to
+/// files; dropped at open if a database still has it.
+pub(crate) const LEGACY_VALUES_TREE: &str = "opusgate-cache.values.v1";
 /// Name of the sled tree holding the recency entries.
 pub const META_TREE: &str = "opusgate-cache.meta.v1";
 /// The record format version written by this crate.
@@ -65,34 +85,59 @@ pub enum RecordError {
     ChecksumMismatch,
 }
 
+/// The file holding the record for `key` in a store whose `disk_path` is
+/// `disk_path`.
+pub fn value_path(disk_path: &Path, key: &Key) -> PathBuf {
+    let hex = key.to_hex();
+    disk_path.join(VALUES_DIR).join(&hex[..2]).join(hex)
+}
+
+/// The header of the record for `value`.
+pub fn header(value: &[u8]) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = FORMAT_VERSION;
+    header[1..9].copy_from_slice(&(value.len() as u64).to_be_bytes());
+    header[9..].copy_from_slice(&Sha256::digest(value));
+    header
+}
+
 /// Builds the record for `value`: header followed by the value.
 pub fn encode(value: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(HEADER_LEN + value.len());
-    record.push(FORMAT_VERSION);
-    record.extend_from_slice(&(value.len() as u64).to_be_bytes());
-    record.extend_from_slice(&Sha256::digest(value));
+    record.extend_from_slice(&header(value));
     record.extend_from_slice(value);
     record
 }
 
-/// Checks a record and returns where its value lies within it.
-pub fn verify(record: &[u8]) -> Result<Range<usize>, RecordError> {
-    if record.len() < HEADER_LEN {
-        return Err(RecordError::TooShort(record.len()));
+/// Checks the framing of a record of `record_len` bytes from its first
+/// bytes (at least the version and length fields) and returns the value
+/// length, without reading the value: the cheap check run on every file at
+/// open. [`verify`] does the full check on every read.
+pub fn check_framing(head: &[u8], record_len: u64) -> Result<u64, RecordError> {
+    if record_len < HEADER_LEN as u64 || head.len() < 9 {
+        return Err(RecordError::TooShort(
+            usize::try_from(record_len).unwrap_or(usize::MAX),
+        ));
     }
-    if record[0] != FORMAT_VERSION {
-        return Err(RecordError::UnknownVersion(record[0]));
+    if head[0] != FORMAT_VERSION {
+        return Err(RecordError::UnknownVersion(head[0]));
     }
     let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&record[1..9]);
+    len_bytes.copy_from_slice(&head[1..9]);
     let header_len = u64::from_be_bytes(len_bytes);
-    let actual = (record.len() - HEADER_LEN) as u64;
+    let actual = record_len - HEADER_LEN as u64;
     if header_len != actual {
         return Err(RecordError::LengthMismatch {
             header: header_len,
             actual,
         });
     }
+    Ok(actual)
+}
+
+/// Checks a record and returns where its value lies within it.
+pub fn verify(record: &[u8]) -> Result<Range<usize>, RecordError> {
+    check_framing(record, record.len() as u64)?;
     let value = &record[HEADER_LEN..];
     if Sha256::digest(value).as_slice() != &record[9..HEADER_LEN] {
         return Err(RecordError::ChecksumMismatch);

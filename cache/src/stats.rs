@@ -52,11 +52,11 @@ pub struct StoreStats {
     /// Disk records that failed their header or checksum check and were
     /// deleted (each record is counted once, however many readers saw it).
     pub corrupt_records: u64,
-    /// Disk writes that did not happen: sled errors (e.g. disk full),
+    /// Disk writes that did not happen: file or sled errors (e.g. disk full),
     /// recency updates that failed, and writes dropped because the write-back
     /// queue was full. The value still answers from memory.
     pub disk_write_failures: u64,
-    /// Disk reads that failed with a sled error (answered as a disk miss).
+    /// Disk reads that failed with an I/O error (answered as a disk miss).
     pub disk_read_failures: u64,
     /// Values waiting in the write-back queue to be written to disk.
     pub disk_writes_pending: u64,
@@ -68,9 +68,10 @@ pub struct StoreStats {
     /// The disk tier: logical bytes (sum of value lengths) of the records
     /// that are written, kept exactly.
     pub disk: TierStats,
-    /// sled's own size on disk (`Db::size_on_disk`): files including
-    /// headers, index, and garbage not yet reclaimed, so it is usually larger
-    /// than `disk.bytes`. Refreshed by the writer thread after writes (at most
+    /// The disk tier's size on disk: the value files (values plus their
+    /// 41-byte headers) and sled's own files for the recency index
+    /// (`Db::size_on_disk`, with garbage sled has not reclaimed yet), so it
+    /// is always larger than `disk.bytes`. Refreshed by the writer thread after writes (at most
     /// every 250 ms) and on every flush.
     pub disk_size_on_disk_bytes: u64,
 }

@@ -28,7 +28,8 @@ pub use crate::stats::{StoreStats, TierStats};
 pub struct StoreConfig {
     /// Capacity of the memory tier, in bytes of values. 0 disables it.
     pub memory_bytes: u64,
-    /// Directory of the sled database (created if missing).
+    /// Directory of the disk tier (created if missing): the sled database of
+    /// the recency index and, under `values/`, one file per value.
     pub disk_path: PathBuf,
     /// Capacity of the disk tier, in bytes of values (record headers and
     /// sled's own overhead come on top; see `StoreStats::disk_size_on_disk_bytes`).
@@ -63,10 +64,11 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the sled database at `disk_path`, rebuilds
-    /// the disk tier's byte and entry accounting from its recency tree
-    /// (evicting down to `disk_bytes` if the capacity shrank), and starts the
-    /// disk writer thread. sled runs off the async threads.
+    /// Opens (creating if missing) the disk tier at `disk_path`, rebuilds
+    /// the disk tier's byte and entry accounting from its recency tree and
+    /// the value files (repairing what an unclean stop left, and evicting
+    /// down to `disk_bytes` if the capacity shrank), and starts the disk
+    /// writer thread. Disk I/O runs off the async threads.
     ///
     /// If another handle still holds sled's lock on the directory (a store
     /// being dropped in this process, or a previous process exiting), waits
@@ -232,7 +234,7 @@ impl Store {
     }
 
     /// Waits for every disk write queued before this call, then makes the
-    /// disk tier durable (sled flush, i.e. fsync). Also runs the memory
+    /// disk tier durable (fsync of the files written and of sled). Also runs the memory
     /// tier's pending maintenance. Call it on shutdown.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.memory.run_pending_tasks().await;

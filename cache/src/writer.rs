@@ -1,23 +1,43 @@
-//! The disk writer thread: the only code that changes the sled trees once the
-//! store is open. It owns the [`LruIndex`], applies writes with the evictions
-//! they need, recency updates, deletions of corrupt records and flushes, one
-//! at a time in the order they were queued.
+//! The disk writer thread: the only code that changes the disk tier once the
+//! store is open. It owns the [`LruIndex`] and applies writes with the
+//! evictions they need, recency updates, deletions of corrupt records and
+//! flushes, one at a time in the order they were queued. At open it
+//! reconciles the recency tree with the value files (see
+//! [`Writer::reconcile`]).
 //!
 //! Being the only mutator keeps the byte accounting exact without locks held
-//! across sled calls: the index always describes what is in the trees.
+//! across I/O: the index always describes what is on disk.
+//!
+//! # Order of operations, and what a crash leaves
+//!
+//! A write removes its victims' files and then their recency entries, writes
+//! the new value's file (temporary name, then rename) and then its recency
+//! entry. sled makes its changes durable on its own schedule (every 500 ms)
+//! or at a flush, while file operations reach the filesystem at once, so
+//! after `kill -9` the two can disagree in exactly two ways, both repaired
+//! by [`Writer::reconcile`] at the next open:
+//! - a recency entry whose file is gone (an eviction whose entry removal was
+//!   lost): the entry is dropped;
+//! - a file with no recency entry (a write whose entry was lost): it is
+//!   adopted if its framing is right, as the most recently used record.
+//!
+//! A file cut short or damaged otherwise fails its checks when read and is
+//! deleted and counted; nothing unverified is ever returned.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::{Db, IVec, Tree};
+use sled::{Batch, Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::disk::Shared;
+use crate::error::StoreError;
+use crate::files::{Listed, ValueFiles};
 use crate::index::{IndexEntry, LruIndex};
 use crate::key::Key;
-use crate::record;
+use crate::record::{self, HEADER_LEN, LEGACY_VALUES_TREE};
 use crate::stats::{add, bump, set};
 
 /// How often, at most, `size_on_disk` is refreshed while writes keep coming.
@@ -30,28 +50,48 @@ pub(crate) enum Op {
     Write { key: Key, value: Bytes, ticket: u64 },
     /// Mark `key` as just used, if it is on disk.
     Touch(Key),
-    /// Delete the record under `key` if it still holds exactly `seen` (the
-    /// bytes a reader found corrupt), then answer on `done`.
-    RemoveCorrupt {
-        key: Key,
-        seen: IVec,
-        done: oneshot::Sender<()>,
-    },
+    /// A reader found the record under `key` corrupt: delete it if it still
+    /// is (it may have been rewritten since), then answer on `done`.
+    RemoveCorrupt { key: Key, done: oneshot::Sender<()> },
     /// Make everything queued before this durable, then answer on `done`.
-    Flush(oneshot::Sender<Result<(), sled::Error>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
-/// The sled handles and index the writer thread owns.
+/// The handles and index the writer thread owns.
 pub(crate) struct Writer {
-    pub(crate) db: Db,
-    pub(crate) values: Tree,
-    pub(crate) meta: Tree,
-    pub(crate) index: LruIndex,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) last_size_refresh: Option<Instant>,
+    db: Db,
+    meta: Tree,
+    files: ValueFiles,
+    index: LruIndex,
+    shared: Arc<Shared>,
+    /// Keys whose files were written since the last flush.
+    unsynced: HashSet<Key>,
+    last_size_refresh: Option<Instant>,
 }
 
 impl Writer {
+    /// The writer for an opened database and values directory, with its
+    /// index rebuilt and reconciled (see [`Writer::reconcile`]).
+    pub(crate) fn open(
+        db: Db,
+        files: ValueFiles,
+        shared: Arc<Shared>,
+    ) -> Result<Writer, StoreError> {
+        let meta = db.open_tree(record::META_TREE)?;
+        let mut writer = Writer {
+            db,
+            meta,
+            files,
+            index: LruIndex::default(),
+            shared,
+            unsynced: HashSet::new(),
+            last_size_refresh: None,
+        };
+        writer.reconcile()?;
+        writer.refresh_size_on_disk();
+        Ok(writer)
+    }
+
     /// Processes ops until every sender is gone, then flushes, releases the
     /// database (and with it sled's file lock) and signals `exited`.
     pub(crate) fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>, exited: oneshot::Sender<()>) {
@@ -62,7 +102,7 @@ impl Writer {
                 self.refresh_size_on_disk();
             }
         }
-        if let Err(error) = self.db.flush() {
+        if let Err(error) = self.flush() {
             tracing::warn!(%error, "opusgate-cache: final flush of the disk tier failed");
         }
         drop(self);
@@ -82,22 +122,22 @@ impl Writer {
                     self.shared.write_failed(&key, &error);
                 }
             }
-            Op::RemoveCorrupt { key, seen, done } => {
-                if let Err(error) = self.remove_corrupt(key, &seen) {
+            Op::RemoveCorrupt { key, done } => {
+                if let Err(error) = self.remove_corrupt(key) {
                     self.shared.write_failed(&key, &error);
                 }
                 let _ = done.send(());
             }
             Op::Flush(done) => {
-                let result = self.db.flush().map(|_| ());
-                let _ = done.send(result);
+                let _ = done.send(self.flush());
             }
         }
     }
 
     /// Writes one record, evicting the least recently used records first so
-    /// that the total never exceeds the capacity.
-    fn write(&mut self, key: Key, value: &Bytes) -> Result<(), sled::Error> {
+    /// that the total never exceeds the capacity. The victims go before the
+    /// new file is written: on a nearly full filesystem it needs their room.
+    fn write(&mut self, key: Key, value: &Bytes) -> Result<(), StoreError> {
         let len = value.len() as u64;
         let capacity = self.shared.capacity;
         if len > capacity {
@@ -105,30 +145,72 @@ impl Writer {
         }
         let replaced = self.index.get(&key).map_or(0, |e| e.len);
         let victims = self.index.victims(len, replaced, capacity, Some(&key));
+        self.evict(&victims)?;
+        self.files.write(&key, value)?;
         let seq = self.index.next_seq();
-        let record: IVec = record::encode(value).into();
-        let meta = record::encode_meta(seq, len);
-        let key_bytes = key.as_bytes();
-        transact(&self.values, &self.meta, |values, metas| {
-            for victim in &victims {
-                values.remove(&victim.as_bytes()[..])?;
-                metas.remove(&victim.as_bytes()[..])?;
+        if let Err(error) = self
+            .meta
+            .insert(&key.as_bytes()[..], &record::encode_meta(seq, len)[..])
+        {
+            // Unindexed, the file would be adopted at the next open anyway;
+            // removing it keeps the accounting exact now.
+            if replaced == 0 {
+                let _ = self.files.remove(&key);
             }
-            values.insert(&key_bytes[..], record.clone())?;
-            metas.insert(&key_bytes[..], &meta[..])?;
-            Ok(())
-        })?;
-        for victim in &victims {
-            self.index.remove(victim);
+            return Err(error.into());
         }
-        add(&self.shared.counters.evictions_disk, victims.len() as u64);
         self.index.put(key, IndexEntry { seq, len });
+        self.unsynced.insert(key);
+        self.publish_accounting();
+        Ok(())
+    }
+
+    /// Deletes `victims` (files, then recency entries) and counts them as
+    /// evictions. A victim whose file cannot be removed stays indexed and
+    /// the first such error is returned, after the others are applied.
+    fn evict(&mut self, victims: &[Key]) -> Result<(), StoreError> {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let mut first_error = None;
+        let mut removed = Vec::with_capacity(victims.len());
+        for victim in victims {
+            match self.files.remove(victim) {
+                Ok(()) => removed.push(*victim),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        self.forget(&removed)?;
+        add(&self.shared.counters.evictions_disk, removed.len() as u64);
+        match first_error {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the recency entries and index entries of `keys` (whose files
+    /// are gone).
+    fn forget(&mut self, keys: &[Key]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        for key in keys {
+            batch.remove(&key.as_bytes()[..]);
+        }
+        self.meta.apply_batch(batch)?;
+        for key in keys {
+            self.index.remove(key);
+            self.unsynced.remove(key);
+        }
         self.publish_accounting();
         Ok(())
     }
 
     /// Moves `key` to the most recently used end, on disk and in the index.
-    fn touch(&mut self, key: Key) -> Result<(), sled::Error> {
+    fn touch(&mut self, key: Key) -> Result<(), StoreError> {
         let Some(entry) = self.index.get(&key) else {
             return Ok(());
         };
@@ -141,24 +223,142 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes a record found corrupt, unless it changed since it was read.
-    fn remove_corrupt(&mut self, key: Key, seen: &IVec) -> Result<(), sled::Error> {
-        let key_bytes = key.as_bytes();
-        let removed = transact(&self.values, &self.meta, |values, metas| {
-            match values.get(&key_bytes[..])? {
-                Some(current) if current == *seen => {
-                    values.remove(&key_bytes[..])?;
-                    metas.remove(&key_bytes[..])?;
-                    Ok(true)
-                }
-                _ => Ok(false),
+    /// Deletes a record a reader found corrupt, if it still fails its checks
+    /// (a write may have replaced it since the read), and counts it once.
+    fn remove_corrupt(&mut self, key: Key) -> Result<(), StoreError> {
+        let Some(record) = self.files.read(&key)? else {
+            // Already deleted (by an earlier report), or removed by hand.
+            if self.index.get(&key).is_some() {
+                self.forget(&[key])?;
             }
-        })?;
-        if removed {
-            bump(&self.shared.counters.corrupt_records);
-            self.index.remove(&key);
-            self.publish_accounting();
+            return Ok(());
+        };
+        if record::verify(&record).is_ok() {
+            return Ok(());
         }
+        self.files.remove(&key)?;
+        bump(&self.shared.counters.corrupt_records);
+        self.forget(&[key])
+    }
+
+    /// fsyncs the files written since the last flush, then sled.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.files.sync(&self.unsynced)?;
+        self.unsynced.clear();
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Rebuilds the index at open from the recency tree and the listing of
+    /// value files, and makes them agree:
+    /// - an unreadable recency entry is dropped with its file (counted as a
+    ///   corrupt record);
+    /// - an indexed file whose length is not its entry's is deleted (corrupt);
+    /// - an entry with no file is dropped;
+    /// - a file with no entry is adopted if its framing is right (corrupt
+    ///   and deleted if not);
+    /// - leftovers of interrupted writes are removed;
+    /// - then records are evicted down to the capacity (it may have shrunk).
+    ///
+    /// A database from before values moved to files still holds them in
+    /// sled; that tree is dropped (the cache starts empty).
+    fn reconcile(&mut self) -> Result<(), StoreError> {
+        if self
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name == LEGACY_VALUES_TREE.as_bytes())
+        {
+            self.db.drop_tree(LEGACY_VALUES_TREE)?;
+            tracing::info!("opusgate-cache: dropped the values kept in sled by an older version");
+        }
+        let mut corrupt = 0u64;
+        let mut unreadable = HashSet::new();
+        let mut bad_entries = Batch::default();
+        for item in self.meta.iter() {
+            let (key_bytes, entry_bytes) = item?;
+            let key = <[u8; 32]>::try_from(key_bytes.as_ref())
+                .ok()
+                .map(Key::from_bytes);
+            match (key, record::decode_meta(&entry_bytes)) {
+                (Some(key), Some((seq, len))) => self.index.put(key, IndexEntry { seq, len }),
+                (key, _) => {
+                    tracing::warn!(
+                        key = key.map(|k| k.to_hex()),
+                        "opusgate-cache: unreadable recency entry; deleting it and its record"
+                    );
+                    bad_entries.remove(key_bytes);
+                    unreadable.extend(key);
+                    corrupt += 1;
+                }
+            }
+        }
+        self.meta.apply_batch(bad_entries)?;
+
+        let (listed, leftovers) = self.files.list()?;
+        let mut present = HashSet::with_capacity(listed.len());
+        let mut adopted = Vec::new();
+        for Listed { key, record_len } in listed {
+            if unreadable.contains(&key) {
+                self.files.remove(&key)?;
+                continue;
+            }
+            let framing = match self.index.get(&key) {
+                Some(entry) if record_len == HEADER_LEN as u64 + entry.len => {
+                    present.insert(key);
+                    continue;
+                }
+                Some(entry) => Err(format!(
+                    "file of {record_len} bytes, its entry says a {}-byte value",
+                    entry.len
+                )),
+                None => match self.files.read_framing(&key)? {
+                    Some(Ok(len)) => Ok(len),
+                    Some(Err(error)) => Err(error.to_string()),
+                    None => continue,
+                },
+            };
+            match framing {
+                Ok(len) => {
+                    present.insert(key);
+                    adopted.push((key, len));
+                }
+                Err(error) => {
+                    tracing::warn!(%key, %error, "opusgate-cache: corrupt disk record; deleting it");
+                    self.files.remove(&key)?;
+                    corrupt += 1;
+                }
+            }
+        }
+        let missing: Vec<Key> = self
+            .index
+            .keys()
+            .filter(|key| !present.contains(key))
+            .copied()
+            .collect();
+        self.forget(&missing)?;
+        let mut entries = Batch::default();
+        for (key, len) in &adopted {
+            let seq = self.index.next_seq();
+            entries.insert(&key.as_bytes()[..], &record::encode_meta(seq, *len)[..]);
+            self.index.put(*key, IndexEntry { seq, len: *len });
+        }
+        self.meta.apply_batch(entries)?;
+        add(&self.shared.counters.corrupt_records, corrupt);
+        if corrupt + leftovers > 0 || !missing.is_empty() || !adopted.is_empty() {
+            tracing::info!(
+                adopted = adopted.len(),
+                entries_without_file = missing.len(),
+                corrupt,
+                leftovers,
+                "opusgate-cache: disk tier reconciled at open"
+            );
+        }
+        let victims = self
+            .index
+            .victims(0, 0, self.shared.capacity, None);
+        self.evict(&victims)?;
+        self.publish_accounting();
         Ok(())
     }
 
@@ -174,77 +374,13 @@ impl Writer {
         }
     }
 
-    pub(crate) fn refresh_size_on_disk(&mut self) {
-        // Best effort: a failed stat leaves the previous figure.
-        if let Ok(size) = self.db.size_on_disk() {
-            set(&self.shared.counters.disk_size_on_disk, size);
-        }
+    /// Refreshes the size-on-disk gauge: the record files (values and
+    /// headers) plus sled's own files.
+    fn refresh_size_on_disk(&mut self) {
+        let files = self.index.bytes() + self.index.len() * HEADER_LEN as u64;
+        // Best effort: a failed stat of sled's files leaves them out.
+        let sled = self.db.size_on_disk().unwrap_or(0);
+        set(&self.shared.counters.disk_size_on_disk, files + sled);
         self.last_size_refresh = Some(Instant::now());
     }
-}
-
-/// Runs `body` as one sled transaction over the values and meta trees.
-pub(crate) fn transact<T>(
-    values: &Tree,
-    meta: &Tree,
-    body: impl Fn(
-        &sled::transaction::TransactionalTree,
-        &sled::transaction::TransactionalTree,
-    ) -> Result<T, ConflictableTransactionError<()>>,
-) -> Result<T, sled::Error> {
-    (values, meta)
-        .transaction(|(v, m)| body(v, m))
-        .map_err(|error| match error {
-            TransactionError::Storage(error) => error,
-            TransactionError::Abort(()) => {
-                sled::Error::Unsupported("opusgate-cache: transaction aborted".to_owned())
-            }
-        })
-}
-
-/// Builds the index from the meta tree at open, dropping entries that cannot
-/// be read (with their records, counted as corrupt) and evicting down to
-/// `capacity` (the capacity may have shrunk since the last run).
-pub(crate) fn load_index(
-    values: &Tree,
-    meta: &Tree,
-    capacity: u64,
-    shared: &Shared,
-) -> Result<LruIndex, sled::Error> {
-    let mut index = LruIndex::default();
-    let mut unreadable = Vec::new();
-    for item in meta.iter() {
-        let (key_bytes, entry_bytes) = item?;
-        let key = <[u8; 32]>::try_from(key_bytes.as_ref())
-            .ok()
-            .map(Key::from_bytes);
-        match (key, record::decode_meta(&entry_bytes)) {
-            (Some(key), Some((seq, len))) => index.put(key, IndexEntry { seq, len }),
-            _ => unreadable.push(key_bytes),
-        }
-    }
-    for key_bytes in &unreadable {
-        transact(values, meta, |v, m| {
-            v.remove(key_bytes.as_ref())?;
-            m.remove(key_bytes.as_ref())?;
-            Ok(())
-        })?;
-    }
-    add(&shared.counters.corrupt_records, unreadable.len() as u64);
-
-    let victims = index.victims(0, 0, capacity, None);
-    transact(values, meta, |v, m| {
-        for victim in &victims {
-            v.remove(&victim.as_bytes()[..])?;
-            m.remove(&victim.as_bytes()[..])?;
-        }
-        Ok(())
-    })?;
-    for victim in &victims {
-        index.remove(victim);
-    }
-    add(&shared.counters.evictions_disk, victims.len() as u64);
-    set(&shared.counters.disk_entries, index.len());
-    set(&shared.counters.disk_bytes, index.bytes());
-    Ok(index)
 }

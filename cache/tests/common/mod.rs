@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opusgate_cache::{Store, StoreConfig};
+use opusgate_cache::{Key, Store, StoreConfig, VALUES_DIR};
 use tokio::sync::Semaphore;
 
 pub const KIB: u64 = 1024;
@@ -82,19 +82,17 @@ impl Gate {
     }
 }
 
-/// Opens the store's sled database directly (the store must be closed),
-/// waiting, like `Store::open`, for sled's background threads of the last
-/// handle to let go of the lock.
-pub fn open_sled(dir: &Path) -> sled::Db {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match sled::open(dir.join("db")) {
-            Ok(db) => return db,
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(error) => panic!("open sled directly: {error}"),
+/// The keys of the record files in the store at `dir` (see
+/// `opusgate_cache::record` for the layout).
+pub fn record_files(dir: &Path) -> Vec<Key> {
+    let root = config(dir, 0, 0).disk_path.join(VALUES_DIR);
+    let mut keys = Vec::new();
+    for shard in std::fs::read_dir(root).expect("values directory") {
+        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let name = file.unwrap().file_name();
+            let name = name.to_str().expect("file names are hex");
+            keys.push(Key::from_hex(name).expect("only record files are left"));
         }
     }
+    keys
 }
