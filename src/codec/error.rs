@@ -91,26 +91,30 @@ impl CodecError {
     }
 
     /// Builds [`CodecError::AudioTooLong`] from sample counts at 48 kHz.
+    /// The duration found is rounded up to the millisecond, so that audio
+    /// one sample over a limit in whole milliseconds reads as longer.
     pub(crate) fn too_long(found_48k: u64, at_least: bool, limit: Duration) -> CodecError {
         CodecError::AudioTooLong {
-            found_ms: found_48k / 48,
+            found_ms: found_48k.div_ceil(48),
             at_least,
             limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
         }
     }
 }
 
-/// Formats milliseconds as `1 h 02 min 03.4 s`, `2 min 05.0 s` or `3.250 s`.
+/// Formats milliseconds as `1 h 02 min 03.400 s`, `2 min 05.020 s` or
+/// `3.250 s`: always to the millisecond, so that two different durations
+/// never print the same.
 fn fmt_ms(ms: u64) -> String {
     let secs = ms / 1000;
     let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let tenths = (ms % 1000) / 100;
+    let millis = ms % 1000;
     if h > 0 {
-        format!("{h} h {m:02} min {s:02}.{tenths} s")
+        format!("{h} h {m:02} min {s:02}.{millis:03} s")
     } else if m > 0 {
-        format!("{m} min {s:02}.{tenths} s")
+        format!("{m} min {s:02}.{millis:03} s")
     } else {
-        format!("{}.{:03} s", secs, ms % 1000)
+        format!("{secs}.{millis:03} s")
     }
 }
 
@@ -143,10 +147,20 @@ mod tests {
         let e = CodecError::too_long(12 * 3600 * 48000, true, Duration::from_secs(600));
         let msg = e.to_string();
         assert!(
-            msg.contains("holds at least 12 h 00 min 00.0 s of audio"),
+            msg.contains("holds at least 12 h 00 min 00.000 s of audio"),
             "{msg}"
         );
-        assert!(msg.contains("limit is 10 min 00.0 s"), "{msg}");
+        assert!(msg.contains("limit is 10 min 00.000 s"), "{msg}");
         assert_eq!(fmt_ms(3250), "3.250 s");
+        assert_eq!(fmt_ms(3_723_400), "1 h 02 min 03.400 s");
+    }
+
+    #[test]
+    fn one_sample_over_the_limit_reads_as_longer() {
+        let msg = CodecError::too_long(60 * 48_000 + 1, false, Duration::from_secs(60)).to_string();
+        assert!(
+            msg.contains("holds 1 min 00.001 s of audio, the limit is 1 min 00.000 s"),
+            "{msg}"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub fn data_len(frames: u64, channels: u8, rate: u32) -> Result<usize, CodecErro
         _ => {
             let limit_frames = (u64::from(u32::MAX) - 36) / (u64::from(channels) * 2);
             Err(CodecError::AudioTooLong {
-                found_ms: frames.saturating_mul(1000) / u64::from(rate.max(1)),
+                found_ms: frames.saturating_mul(1000).div_ceil(u64::from(rate.max(1))),
                 at_least: false,
                 limit_ms: limit_frames.saturating_mul(1000) / u64::from(rate.max(1)),
             })
