@@ -5,13 +5,27 @@
 //! pipeline in [`service`]; [`codec`] does the conversion itself and the
 //! `opusgate_cache` crate stores its results.
 
-pub mod cli;
+//!
+//! Everything but [`codec`] needs the default feature `server`; without it
+//! the library is the converter alone (the fuzz targets build it so).
+
 pub mod codec;
+
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod loadtest;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod service;
+#[cfg(feature = "server")]
 pub mod stats;
+#[cfg(feature = "server")]
 pub mod system;
+#[cfg(feature = "server")]
 pub mod upstream;
