@@ -46,8 +46,19 @@ pub struct ServerConfig {
     pub port: u16,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_seconds: u64,
-    /// Seconds a client may take to send its request headers and body.
+    /// Seconds a client may take to send its request body; 408
+    /// `request_timeout` beyond (the head has its own limit below).
     pub request_read_timeout_seconds: u64,
+    /// Seconds a client may take to send a request head (request line and
+    /// headers), fractions allowed; beyond, the connection is closed. This is
+    /// hyper's HTTP/1 `header_read_timeout`: one deadline for the whole head,
+    /// not reset by each byte that arrives. hyper 1.12 starts it as soon as
+    /// the connection is ready to read a head, before any byte of it: at
+    /// accept for a new connection, and as soon as a keep-alive connection
+    /// goes idle after an exchange, so it also bounds how long an idle
+    /// keep-alive connection is kept. On expiry hyper closes the connection
+    /// without writing any answer (no 408), and the server logs it at info.
+    pub header_read_timeout_seconds: f64,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +68,7 @@ impl Default for ServerConfig {
             port: 5000,
             shutdown_grace_seconds: 30,
             request_read_timeout_seconds: 30,
+            header_read_timeout_seconds: 10.0,
         }
     }
 }
@@ -418,6 +430,14 @@ impl Config {
                 "must be positive".into(),
             );
         }
+        let header_timeout = self.server.header_read_timeout_seconds;
+        if !(header_timeout.is_finite() && header_timeout > 0.0 && header_timeout <= 86_400.0) {
+            return invalid(
+                "server.header_read_timeout_seconds",
+                header_timeout.to_string(),
+                "must be more than 0 and at most 86400".into(),
+            );
+        }
         Ok(())
     }
 
@@ -444,5 +464,10 @@ impl Config {
     /// The conversion deadline.
     pub fn conversion_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.limits.conversion_timeout_seconds)
+    }
+
+    /// The deadline for a request head (`server.header_read_timeout_seconds`).
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.server.header_read_timeout_seconds)
     }
 }

@@ -4,11 +4,40 @@
 //!
 //! [`run`] takes its own listener and shutdown future, so that tests can bind
 //! 127.0.0.1:0 and stop the server when they like.
+//!
+//! Connections are served by this module's own accept loop on hyper-util,
+//! not by `axum::serve`: that runs hyper without a timer, so a client could
+//! send half a request line and hold its connection (and a file descriptor)
+//! forever. Here every connection is HTTP/1.1 with keep-alive, served by
+//! `hyper_util::server::conn::auto::Builder` restricted to HTTP/1 with
+//! tokio's timer and hyper's header read timeout
+//! (`server.header_read_timeout_seconds`, see
+//! [`crate::config::ServerConfig::header_read_timeout_seconds`]), the router
+//! wrapped in `TowerToHyperService`, and the connections drained on shutdown
+//! by `hyper_util::server::graceful::GracefulShutdown`. Only HTTP/1 is
+//! served, as `axum::serve` did in this build (axum's `http2` feature is
+//! off): hyper's header timeout covers HTTP/1 only, and the auto builder's
+//! protocol sniffing, which only runs when HTTP/2 is on offer (or with
+//! `serve_connection_with_upgrades`), waits for the first bytes with no
+//! deadline at all. The request body has its own deadline
+//! (`server.request_read_timeout_seconds`, 408), enforced by the handlers.
+//!
+//! Accepted sockets get `TCP_NODELAY`, so that no answer waits on Nagle's
+//! algorithm (axum 0.8's `serve` does not set it by itself; its docs do it
+//! with `ListenerExt::tap_io`). A failed accept (say, `EMFILE` when out of
+//! file descriptors) is logged and retried after a second, as `axum::serve`
+//! does, instead of stopping the server.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -28,7 +57,8 @@ pub enum ServerError {
     /// The service did not start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// Accepting connections failed.
+    /// An I/O error while serving. [`run`] no longer returns it (failed
+    /// accepts are logged and retried); kept for callers that match on it.
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
     /// The backend client or its answer store did not start.
@@ -67,6 +97,7 @@ pub async fn run(
         upstream,
     };
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
+    let connections = connection_builder(state.config.header_read_timeout());
     let app = http::router(state);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "opusgate listening");
@@ -82,7 +113,7 @@ pub async fn run(
         );
         let _ = stopping_tx.send(true);
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let serving = serve(listener, app, connections, signal);
     let grace_over = async move {
         // Wait for the signal, then give in-flight requests the grace period.
         while !*stopping_rx.borrow_and_update() {
@@ -93,13 +124,117 @@ pub async fn run(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        served = serve => served?,
+        () = serving => {},
         () = grace_over => tracing::warn!("grace period over: dropping the requests still in flight"),
     }
     service.flush().await?;
     answers.flush().await?;
     tracing::info!("store flushed; stopped");
     Ok(())
+}
+
+/// How long the accept loop waits after a failed accept before the next one.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How every connection is served: HTTP/1.1 only, keep-alive on, and the
+/// request head due within `header_timeout` (on tokio's timer, without which
+/// hyper has no timeouts at all).
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    // `http1_only` with `serve_connection` (not `serve_connection_with_upgrades`,
+    // which ignores it) skips the auto builder's version sniffing, which reads
+    // the first bytes with no deadline: hyper's HTTP/1 header timer then runs
+    // from the start of the connection. opusgate has no upgrade routes.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+}
+
+/// Accepts and serves connections until `signal` resolves, then stops
+/// accepting, asks every connection to close once its request in flight is
+/// answered (idle ones close at once) and resolves when all have closed.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    connections: auto::Builder<TokioExecutor>,
+    signal: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut signal = pin!(signal);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // The client gave up before we accepted; nothing to wait for.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    retry_in_ms = ACCEPT_ERROR_BACKOFF.as_millis() as u64,
+                    "accepting a connection failed"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => continue,
+                    () = &mut signal => break,
+                }
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection = connections
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log_connection_error(peer, e.as_ref());
+            }
+        });
+    }
+    drop(listener);
+    tracing::debug!(
+        connections = graceful.count(),
+        "stopped accepting; waiting for open connections"
+    );
+    graceful.shutdown().await;
+}
+
+/// Errors of `accept` that concern one client only (axum::serve's list).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A connection that ended with an error: a request head that did not
+/// arrive in time is worth a line at info; the rest (resets, parse errors)
+/// are the client's business.
+fn log_connection_error(
+    peer: std::net::SocketAddr,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    let timed_out = error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout);
+    if timed_out {
+        tracing::info!(
+            %peer,
+            "request head not received within server.header_read_timeout_seconds; connection closed"
+        );
+    } else {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -68,8 +68,14 @@ fn layers_apply_in_order() {
         jail.set_env("OPUSGATE_CONVERSION__MAX_QUEUED", "8");
         jail.set_env("OPUSGATE_AUTH__API_KEYS", "k1, k2");
         jail.set_env("OPUSGATE_LOG__FORMAT", "json");
+        jail.set_env("OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS", "2.5");
         let c = load(&Overrides::default());
         assert_eq!(c.server.port, 8000);
+        assert_eq!(c.server.header_read_timeout_seconds, 2.5);
+        assert_eq!(
+            c.header_read_timeout(),
+            std::time::Duration::from_millis(2500)
+        );
         assert_eq!(c.conversion.max_queued, 8);
         assert_eq!(c.auth.api_keys, vec!["k1".to_string(), "k2".to_string()]);
         assert_eq!(c.log.format, LogFormat::Json);
@@ -112,6 +118,41 @@ fn bad_values_name_the_setting() {
 
         let err = Config::load(Path::new("missing.toml"), true, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("missing.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn header_read_timeout_is_positive_seconds_fractions_allowed() {
+    assert_eq!(Config::default().server.header_read_timeout_seconds, 10.0);
+    Jail::expect_with(|jail| {
+        let load = || Config::load(Path::new("none.toml"), false, &Overrides::default());
+        jail.set_env("OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS", "1");
+        assert_eq!(load().unwrap().server.header_read_timeout_seconds, 1.0);
+        for bad in ["0", "-1", "0.0", "86401"] {
+            jail.set_env("OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS", bad);
+            let err = load().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        setting: "server.header_read_timeout_seconds",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("at most 86400"), "{err}");
+        }
+        jail.set_env("OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS", "soon");
+        // figment names the key in upper case: SERVER.HEADER_READ_TIMEOUT_SECONDS.
+        let err = load().unwrap_err();
+        assert!(
+            err.to_string()
+                .to_ascii_lowercase()
+                .contains("server.header_read_timeout_seconds"),
+            "{err}"
+        );
         Ok(())
     });
 }
