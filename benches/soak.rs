@@ -8,9 +8,10 @@
 //! SOAK_SECONDS=120 SOAK_SAMPLE_SECONDS=5 cargo bench --bench soak
 //! ```
 //!
-//! The mix per request: 35 % a repeat of one of 50 clips (memory hits), 25 % a
+//! The mix per request: 25 % a repeat of one of 50 clips (memory hits), 25 % a
 //! new upload (a clip with a new Ogg serial number: other bytes, same audio,
-//! so a real conversion whose answer is still known), 10 % multipart
+//! so a real conversion whose answer is still known), 10 % one of the
+//! client's last 300 new uploads again (mostly disk hits), 10 % multipart
 //! uploads, 10 % hostile uploads (garbage, cut-off, too large), 10 % reads
 //! by key, 10 % stats and health. The memory tier is 32 MiB and the disk
 //! tier 256 MiB, so both evict throughout.
@@ -161,12 +162,21 @@ async fn soak(total: Duration, every: Duration, clients: usize) -> bool {
                         };
                         match roll {
                             0..=69 => {
-                                let upload = if (35..=59).contains(&roll) {
+                                let first_fresh = c as u32 * 1_000_000 + 1;
+                                let (idx, upload) = if (35..=59).contains(&roll) {
                                     fresh += 1;
                                     counts.conversions_sent.fetch_add(1, Ordering::Relaxed);
-                                    reserial(&clips[idx], fresh)
+                                    let idx = fresh as usize % BASE_CLIPS;
+                                    (idx, reserial(&clips[idx], fresh))
+                                } else if (25..=34).contains(&roll) && fresh >= first_fresh {
+                                    // One of this client's last 300 new uploads
+                                    // again: mostly gone from memory, on disk.
+                                    let back = next(u64::from(fresh - first_fresh + 1).min(300));
+                                    let serial = fresh - back as u32;
+                                    let idx = serial as usize % BASE_CLIPS;
+                                    (idx, reserial(&clips[idx], serial))
                                 } else {
-                                    clips[idx].clone()
+                                    (idx, clips[idx].clone())
                                 };
                                 let request = if roll >= 60 {
                                     let part = reqwest::multipart::Part::bytes(upload)

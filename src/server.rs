@@ -57,16 +57,9 @@ pub enum ServerError {
     /// The service did not start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// An I/O error while serving. [`run`] no longer returns it (failed
-    /// accepts are logged and retried); kept for callers that match on it.
-    #[error("serving HTTP: {0}")]
-    Serve(#[from] std::io::Error),
     /// The backend client or its answer store did not start.
     #[error("starting proxy mode: {0}")]
     Upstream(String),
-    /// The store could not be made durable at shutdown.
-    #[error("flushing the store at shutdown: {0}")]
-    Flush(#[from] opusgate_cache::StoreError),
 }
 
 /// Serves opusgate on `listener` until `shutdown` resolves, then drains
@@ -127,9 +120,22 @@ pub async fn run(
         () = serving => {},
         () = grace_over => tracing::warn!("grace period over: dropping the requests still in flight"),
     }
-    service.flush().await?;
-    answers.flush().await?;
-    tracing::info!("store flushed; stopped");
+    // Every answer has been sent by now; a store that cannot be made
+    // durable (a full disk, say) costs cache entries, not answers, and its
+    // records are checked at the next open. So it is logged, not an exit
+    // status.
+    let flushed = match (service.flush().await, answers.flush().await) {
+        (Ok(()), Ok(())) => true,
+        (audio, answers) => {
+            for (store, result) in [("audio", audio), ("upstream", answers)] {
+                if let Err(error) = result {
+                    tracing::error!(store, %error, "flushing the store at shutdown failed");
+                }
+            }
+            false
+        }
+    };
+    tracing::info!(flushed, "stopped");
     Ok(())
 }
 

@@ -272,9 +272,10 @@ async fn a_full_disk_costs_the_disk_tier_only() {
         .expect("health");
     assert_eq!(health.status(), 200);
     assert_eq!(server.log_count("panicked"), 0, "{}", server.log_text());
-    // Shutdown may report that the final flush failed, but must not hang.
+    // Shutdown neither hangs nor fails: every answer was sent, and a final
+    // flush that finds no room is logged, not turned into an exit status.
     let exit = server.terminate(Duration::from_secs(60));
-    eprintln!("exit on a full disk: {exit}");
+    assert!(exit.success(), "exit on a full disk: {exit}");
     drop(mount);
 }
 
