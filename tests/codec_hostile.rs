@@ -495,3 +495,27 @@ fn absurd_stream_counts_are_refused() {
         .collect();
     assert_eq!(strict(&chain).expect("100 links").frames, 100 * 320);
 }
+
+#[test]
+fn audio_too_long_says_at_least_when_more_links_may_follow() {
+    // A link whose EOS page is the first to cross a 5 s limit: on its own
+    // its length is exact, with another link after it only a lower bound.
+    let opts = ConvertOptions {
+        max_duration: Duration::from_secs(5),
+        ..ConvertOptions::default()
+    };
+    let first = sample(5.01, 3);
+    let alone = convert(&first, &opts).expect_err("over the limit");
+    assert_eq!(alone.code(), "audio_too_long");
+    assert!(
+        alone.to_string().contains("holds 5.010 s of audio"),
+        "{alone}"
+    );
+    let mut chain = first.clone();
+    chain.extend_from_slice(&sample(1.0, 4));
+    let chained = convert(&chain, &opts).expect_err("over the limit");
+    assert!(
+        chained.to_string().contains("holds at least 5.010 s of audio"),
+        "{chained}"
+    );
+}

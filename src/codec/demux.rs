@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use super::error::CodecError;
 use super::head::{OpusHead, HEAD_MAGIC};
-use super::page::{read_page, PageError, CAPTURE};
+use super::page::{read_page, Page, PageError, CAPTURE};
 use super::stream::Stream;
 use super::ConvertOptions;
 
@@ -101,7 +101,7 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
     if !input.starts_with(CAPTURE) {
         return Err(CodecError::UnsupportedFormat(describe_non_ogg(input)));
     }
-    let mut ctx = Ctx::new(opts);
+    let mut ctx = Ctx::new(opts, input.len());
     let mut links: Vec<Link<'a>> = Vec::new();
     let mut cur: Option<Stream<'a>> = None;
     let mut group_open = false;
@@ -209,6 +209,8 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
 
 /// Limits and running totals shared by the links of one input.
 pub(crate) struct Ctx {
+    /// Length of the whole input in bytes.
+    input_len: usize,
     max_48k: u64,
     done_48k: u64,
     limit: std::time::Duration,
@@ -217,9 +219,10 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn new(opts: &ConvertOptions) -> Ctx {
+    fn new(opts: &ConvertOptions, input_len: usize) -> Ctx {
         let max = opts.max_duration.as_nanos().saturating_mul(48) / 1_000_000;
         Ctx {
+            input_len,
             max_48k: u64::try_from(max).unwrap_or(u64::MAX),
             done_48k: 0,
             limit: opts.max_duration,
@@ -230,6 +233,11 @@ impl Ctx {
 
     fn check_deadline(&self) -> Result<(), CodecError> {
         check_deadline(self.deadline, self.started)
+    }
+
+    /// Whether nothing of the input follows `page`.
+    pub(crate) fn is_last_page(&self, page: &Page<'_>) -> bool {
+        page.offset.saturating_add(page.len()) >= self.input_len
     }
 
     /// Refuses when earlier links plus `samples` of this one exceed the limit,
