@@ -45,9 +45,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
+use crate::files::ValueFiles;
 use crate::key::Key;
 use crate::ratelimit::{WarnLimiter, WARN_INTERVAL};
-use crate::files::ValueFiles;
 use crate::record::{self, RecordError};
 use crate::stats::{bump, Counters};
 use crate::writer::{Op, Writer};

@@ -141,7 +141,10 @@ impl ValueFiles {
                 let name = entry.file_name();
                 let key = name.to_str().and_then(Key::from_hex);
                 match key {
-                    Some(key) if entry.file_type()?.is_file() && shard.file_name().to_str() == Some(&key.to_hex()[..2]) => {
+                    Some(key)
+                        if entry.file_type()?.is_file()
+                            && shard.file_name().to_str() == Some(&key.to_hex()[..2]) =>
+                    {
                         listed.push(Listed {
                             key,
                             record_len: entry.metadata()?.len(),

@@ -354,9 +354,7 @@ impl Writer {
                 "opusgate-cache: disk tier reconciled at open"
             );
         }
-        let victims = self
-            .index
-            .victims(0, 0, self.shared.capacity, None);
+        let victims = self.index.victims(0, 0, self.shared.capacity, None);
         self.evict(&victims)?;
         self.publish_accounting();
         Ok(())

@@ -143,9 +143,9 @@ async fn reopen_repairs_what_an_unclean_stop_leaves() {
             store.get(&orphan).await,
             Some((orphan_value.clone(), Tier::Disk))
         );
-        for n in 1..3 {
+        for (n, key) in keys.iter().enumerate().skip(1) {
             assert_eq!(
-                store.get(&keys[n]).await,
+                store.get(key).await,
                 Some((value(n as u32, 1000 + n), Tier::Disk))
             );
         }
