@@ -89,6 +89,7 @@ pub async fn run(
         shutdown: flag.clone(),
         upstream,
     };
+    let upkeep = http::metrics_upkeep(state.metrics.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
     let connections = connection_builder(state.config.header_read_timeout());
     let app = http::router(state);
@@ -119,6 +120,7 @@ pub async fn run(
     tokio::select! {
         () = serving => {},
         () = grace_over => tracing::warn!("grace period over: dropping the requests still in flight"),
+        () = upkeep => {},
     }
     // Every answer has been sent by now; a store that cannot be made
     // durable (a full disk, say) costs cache entries, not answers, and its

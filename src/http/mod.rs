@@ -101,6 +101,25 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// How often [`metrics_upkeep`] drains the recorder (the exporter's own
+/// default upkeep interval).
+pub const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`], forever.
+///
+/// A recorder installed with `install_recorder` keeps every histogram
+/// sample until its upkeep folds them into the buckets, which otherwise
+/// happens only when `/metrics` is scraped: without a scraper, memory grew
+/// with every request (about 1 MB a minute at 700 requests/s in the soak).
+pub async fn metrics_upkeep(handle: PrometheusHandle) {
+    let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        handle.run_upkeep();
+    }
+}
+
 /// The whole application: routes, auth, logging, panic catching.
 pub fn router(state: AppState) -> Router {
     let keys = ApiKeys::new(&state.config.auth.api_keys);
