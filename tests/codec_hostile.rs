@@ -515,7 +515,9 @@ fn audio_too_long_says_at_least_when_more_links_may_follow() {
     chain.extend_from_slice(&sample(1.0, 4));
     let chained = convert(&chain, &opts).expect_err("over the limit");
     assert!(
-        chained.to_string().contains("holds at least 5.010 s of audio"),
+        chained
+            .to_string()
+            .contains("holds at least 5.010 s of audio"),
         "{chained}"
     );
 }

@@ -206,7 +206,10 @@ async fn kill_9_under_load_never_serves_a_torn_or_stale_record() {
             "after kill {round}: {found} stored clips intact, {missing} not stored; {repaired}"
         );
         let stats = server.stats(&reqwest::Client::new()).await;
-        assert_eq!(stats["cache"]["corrupt_records"], 0, "round {round}: {stats}");
+        assert_eq!(
+            stats["cache"]["corrupt_records"], 0,
+            "round {round}: {stats}"
+        );
     }
 
     // The same load to the end, against the store the kills left behind.
