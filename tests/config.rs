@@ -109,7 +109,12 @@ fn bad_values_name_the_setting() {
         jail.set_env("OPUSGATE_CONVERSION__DEFAULT_RATE", "16000");
         jail.set_env("OPUSGATE_SERVER__PORT", "not-a-port");
         let err = Config::load(Path::new("none.toml"), false, &Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("port"), "{err}");
+        // The message names the setting (figment writes env keys in upper
+        // case); "port" alone would match the bad value itself.
+        assert!(
+            err.to_string().to_lowercase().contains("server.port"),
+            "{err}"
+        );
 
         jail.set_env("OPUSGATE_SERVER__PORT", "5000");
         jail.create_file("bad.toml", "[cache]\nmemory_bytez = 1\n")?;
