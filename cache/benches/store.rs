@@ -1,9 +1,11 @@
 //! Store benchmarks: latency of a memory hit and of a disk hit for 32 KiB,
 //! 320 KiB and 2 MiB values, and throughput of 50 concurrent callers on one
 //! hot key, on 1000 distinct keys, and on a fresh key each time (single
-//! flight: one computation, 49 waiters).
+//! flight: one computation, 49 waiters); and the time to open (and close) a
+//! store holding 13,000 records, as many 320 KiB WAVs as the default 4 GiB
+//! disk tier holds (the open lists and checks every record file).
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-cache cargo bench -p opusgate-cache --bench store`
+//! Run: `cargo bench -p opusgate-cache --bench store`
 //! (warm-up 1 s and measurement 3 s per benchmark are set below; criterion's
 //! `--warm-up-time`/`--measurement-time` flags override them).
 
@@ -64,7 +66,7 @@ fn hit_latency(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     // Memory large enough for every value; disk store with memory off so
-    // that every lookup reads, verifies and returns the sled record.
+    // that every lookup reads, verifies and returns the record file.
     let memory_store = open(&rt, &dir.path().join("memory"), 64 * MIB, 64 * MIB);
     let disk_store = open(&rt, &dir.path().join("disk"), 0, 64 * MIB);
 
@@ -197,11 +199,39 @@ fn concurrent_throughput(c: &mut Criterion) {
     );
 }
 
+/// Records in the open benchmark: 4 GiB of 320 KiB values.
+const OPEN_RECORDS: u64 = 13_000;
+
+fn open_many_records(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many");
+    // The open's work grows with the number of records, not their size:
+    // 1 KiB values stand in for the WAVs.
+    let store = open(&rt, &path, 0, 64 * MIB);
+    rt.block_on(async {
+        for n in 0..OPEN_RECORDS {
+            store.insert(key(n, b"many"), value(KIB, n as u8)).await;
+        }
+        store.close().await.expect("close");
+    });
+    let mut group = c.benchmark_group("open");
+    group.sample_size(10);
+    group.bench_function("13000_records", |b| {
+        b.iter(|| {
+            let store = open(&rt, &path, 0, 64 * MIB);
+            assert_eq!(store.stats().disk.entries, OPEN_RECORDS);
+            rt.block_on(store.close()).expect("close");
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hit_latency, concurrent_throughput
+    targets = hit_latency, concurrent_throughput, open_many_records
 }
 criterion_main!(benches);

@@ -5,11 +5,12 @@
 //!
 //! # Eviction policy: least recently used
 //!
-//! Neither sled nor a directory evicts, so the tier keeps the sum of its value lengths at or
-//! under its byte capacity itself, by deleting least-recently-used records
-//! first, just before the write that needs the room. Since room is made
-//! before a value is written, the total never exceeds the capacity at all; a value larger than the whole capacity is not
-//! written to disk.
+//! Neither sled nor a directory evicts, so the tier keeps the sum of its
+//! value lengths at or under its byte capacity itself, by deleting
+//! least-recently-used records first, just before the write that needs the
+//! room. Since room is made before a value is written, the total never
+//! exceeds the capacity at all; a value larger than the whole capacity is
+//! not written to disk.
 //!
 //! "Used" means written, read by a disk hit, or evicted from the memory tier
 //! (a value leaving memory was in use until then, which a disk-only clock
@@ -26,14 +27,14 @@
 //!
 //! All disk I/O runs off the async worker threads: reads on
 //! `spawn_blocking`, everything that changes the files or the recency tree
-//! on one dedicated writer thread. A write is queued and the caller goes on; until the
-//! writer has applied it, the value stays readable from the queue (reported
-//! as a disk hit), so no second computation starts meanwhile. `flush` waits
-//! for the queue ahead of it and then fsyncs the files written since the
-//! last flush, their directories, and sled. If more than
-//! `PENDING_LIMIT_BYTES` are queued (a disk much slower than the computations),
-//! further writes are dropped and counted as disk write failures rather than
-//! letting memory grow without bound.
+//! on one dedicated writer thread. A write is queued and the caller goes
+//! on; until the writer has applied it, the value stays readable from the
+//! queue (reported as a disk hit), so no second computation starts
+//! meanwhile. `flush` waits for the queue ahead of it and then fsyncs the
+//! files written since the last flush, their directories, and sled. If
+//! more than `PENDING_LIMIT_BYTES` are queued (a disk much slower than the
+//! computations), further writes are dropped and counted as disk write
+//! failures rather than letting memory grow without bound.
 
 use std::collections::HashMap;
 use std::fmt::Display;
