@@ -319,9 +319,8 @@ async fn soak(total: Duration, every: Duration, clients: usize) -> bool {
     println!("# final store: {}", stats["cache"]);
     println!("# final conversions: {}", stats["conversions"]);
 
-    // Flat: over the second half, once the 32 MiB memory tier and sled's
-    // cache have filled, RSS moves by less than 20 MiB and fds and threads
-    // by a handful.
+    // Flat: over the second half, once both tiers have filled, RSS moves by
+    // less than 20 MiB and fds and threads by a handful.
     let half = &samples[samples.len() / 2..];
     let span = |f: fn(&Sample) -> u64| {
         let (min, max) = half

@@ -46,7 +46,7 @@ pub mod names {
     pub const STORE_CORRUPT: &str = "opusgate_store_corrupt_records";
     /// Gauge: failed disk writes since start.
     pub const STORE_WRITE_FAILURES: &str = "opusgate_store_disk_write_failures";
-    /// Gauge: sled's space on disk.
+    /// Gauge: the disk tier's space on disk (value files and the sled index).
     pub const STORE_SIZE_ON_DISK: &str = "opusgate_store_size_on_disk_bytes";
 }
 
