@@ -19,36 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reliability::{clip, fresh_wav, store_dir, Server};
+use reliability::{clip, fresh_wav, header, store_dir, Server};
 use serde_json::Value;
 
 fn parse_key(etag_key: &str) -> opusgate_cache::Key {
     opusgate_cache::Key::from_hex(etag_key).expect("an ETag is a key")
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-/// POSTs `upload` and returns (status, X-Cache, body).
-async fn convert(
-    client: &reqwest::Client,
-    server: &Server,
-    upload: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let r = client
-        .post(server.url("/api/v1/convert"))
-        .body(upload.to_vec())
-        .send()
-        .await
-        .expect("convert request");
-    let status = r.status().as_u16();
-    let cache = header(&r, "x-cache");
-    (status, cache, r.bytes().await.expect("body").to_vec())
 }
 
 /// The ways a stored record is damaged, each applied to one entry.
@@ -142,7 +117,7 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
     assert_eq!(server.log_count("corrupt disk record"), damaged_values);
     // Converting again: the damaged ones are reconverted, the rest hit.
     for (i, upload) in uploads.iter().enumerate() {
-        let (status, cache, body) = convert(&client, &server, upload).await;
+        let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!(status, 200);
         assert_eq!(
             body, expected[i],
@@ -166,7 +141,7 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
     // The reconverted values were stored again: all hit disk now.
     let server = Server::start(&store, &[]);
     for (i, upload) in uploads.iter().enumerate() {
-        let (status, cache, body) = convert(&client, &server, upload).await;
+        let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!((status, cache.as_str()), (200, "hit-disk"), "clip {i}");
         assert_eq!(body, expected[i]);
     }
@@ -224,7 +199,7 @@ async fn a_full_disk_costs_the_disk_tier_only() {
     );
     let started = Instant::now();
     for (i, upload) in uploads.iter().enumerate() {
-        let (status, cache, body) = convert(&client, &server, upload).await;
+        let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!(status, 200, "clip {i}: {}", String::from_utf8_lossy(&body));
         assert_eq!(cache, "miss");
         assert_eq!(body, expected[i], "clip {i}");
@@ -242,13 +217,13 @@ async fn a_full_disk_costs_the_disk_tier_only() {
     assert!(failures > 0, "the 4 MiB disk never filled: {stats}");
     // Everything still answers, from memory, exactly.
     for (i, upload) in uploads.iter().enumerate() {
-        let (status, cache, body) = convert(&client, &server, upload).await;
+        let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!((status, cache.as_str()), (200, "hit-memory"), "clip {i}");
         assert_eq!(body, expected[i], "clip {i}");
     }
     // New conversions still work on a full disk.
     let late = clip(1.0, 999);
-    let (status, _, body) = convert(&client, &server, &late).await;
+    let (status, _, body) = server.convert(&client, &late).await;
     assert_eq!(status, 200);
     assert_eq!(body, fresh_wav(&late));
     let stats = server.stats(&client).await;
@@ -342,7 +317,7 @@ async fn a_client_sending_1_byte_per_second_gets_408() {
     // The server goes on serving.
     let client = reqwest::Client::new();
     let upload = clip(1.0, 5);
-    let (status, _, body) = convert(&client, &server, &upload).await;
+    let (status, _, body) = server.convert(&client, &upload).await;
     assert_eq!(status, 200);
     assert_eq!(body, fresh_wav(&upload));
     server.kill9();
@@ -355,7 +330,7 @@ async fn two_hundred_vanishing_clients_leak_nothing() {
     let client = reqwest::Client::new();
     let uploads: Vec<Vec<u8>> = (0..200).map(|i| clip(1.0, 2000 + i)).collect();
     // Warm up, then measure.
-    let (status, _, _) = convert(&client, &server, &clip(1.0, 1)).await;
+    let (status, _, _) = server.convert(&client, &clip(1.0, 1)).await;
     assert_eq!(status, 200);
     let (rss_before, fds_before) = (server.rss_kb(), server.open_fds());
 
@@ -416,7 +391,7 @@ async fn two_hundred_vanishing_clients_leak_nothing() {
     // The conversions that ran were stored, with the right bytes.
     let mut stored = 0;
     for upload in &uploads {
-        let (status, cache, body) = convert(&client, &server, upload).await;
+        let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!(status, 200);
         assert_eq!(body, fresh_wav(upload));
         stored += usize::from(cache.starts_with("hit-"));

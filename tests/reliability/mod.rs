@@ -177,6 +177,34 @@ impl Server {
             .expect("stats JSON")
     }
 
+    /// POSTs `upload` to `/api/v1/convert`: (status, `X-Cache`, body).
+    pub async fn convert(&self, client: &reqwest::Client, upload: &[u8]) -> (u16, String, Vec<u8>) {
+        let r = client
+            .post(self.url("/api/v1/convert"))
+            .body(upload.to_vec())
+            .send()
+            .await
+            .expect("convert request");
+        let status = r.status().as_u16();
+        let cache = header(&r, "x-cache");
+        (status, cache, r.bytes().await.expect("body").to_vec())
+    }
+
+    /// Health answers and a new upload gets exactly its WAV: the server
+    /// still serves.
+    pub async fn still_serves(&self, client: &reqwest::Client, seed: u64) {
+        let health = client
+            .get(self.url("/api/v1/health"))
+            .send()
+            .await
+            .expect("health request");
+        assert_eq!(health.status(), 200);
+        let upload = clip(1.0, seed);
+        let (status, _, body) = self.convert(client, &upload).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(body, fresh_wav(&upload));
+    }
+
     /// Polls the stats until `done` holds for them (at most `limit`).
     pub async fn wait_stats(
         &self,
@@ -218,6 +246,15 @@ fn status_field(pid: u32, name: &str) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// A response header as text ("" when absent or not text).
+pub fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// The store directory of a test: `<dir>/store`.
