@@ -226,8 +226,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// A connection that ended with an error: a request head that did not
-/// arrive in time is worth a line at info; the rest (resets, parse errors)
-/// are the client's business.
+/// arrive in time is worth a line at info (hyper reports an idle keep-alive
+/// connection's end the same way); the rest (resets, parse errors) are the
+/// client's business.
 fn log_connection_error(
     peer: std::net::SocketAddr,
     error: &(dyn std::error::Error + Send + Sync + 'static),
@@ -238,7 +239,7 @@ fn log_connection_error(
     if timed_out {
         tracing::info!(
             %peer,
-            "request head not received within server.header_read_timeout_seconds; connection closed"
+            "request head not received within server.header_read_timeout_seconds (a slow client, or a keep-alive connection left idle); connection closed"
         );
     } else {
         tracing::debug!(%peer, error = %error, "connection ended with an error");
