@@ -90,9 +90,10 @@ impl ValueFiles {
             Err(error) => return Err(error),
         };
         let record_len = file.metadata()?.len();
-        let mut head = [0u8; 9];
-        let got = read_up_to(&mut file, &mut head)?;
-        Ok(Some(record::check_framing(&head[..got], record_len)))
+        // The version and length fields, or as much as the file has.
+        let mut head = Vec::with_capacity(9);
+        (&mut file).take(9).read_to_end(&mut head)?;
+        Ok(Some(record::check_framing(&head, record_len)))
     }
 
     /// Removes the record file for `key`; a missing file is not an error.
@@ -173,20 +174,6 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(TMP_SUFFIX);
     PathBuf::from(name)
-}
-
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]
