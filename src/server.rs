@@ -126,17 +126,16 @@ pub async fn run(
     // durable (a full disk, say) costs cache entries, not answers, and its
     // records are checked at the next open. So it is logged, not an exit
     // status.
-    let flushed = match (service.flush().await, answers.flush().await) {
-        (Ok(()), Ok(())) => true,
-        (audio, answers) => {
-            for (store, result) in [("audio", audio), ("upstream", answers)] {
-                if let Err(error) = result {
-                    tracing::error!(store, %error, "flushing the store at shutdown failed");
-                }
-            }
-            false
+    let mut flushed = true;
+    for (store, result) in [
+        ("audio", service.flush().await),
+        ("upstream", answers.flush().await),
+    ] {
+        if let Err(error) = result {
+            tracing::error!(store, %error, "flushing the store at shutdown failed");
+            flushed = false;
         }
-    };
+    }
     tracing::info!(flushed, "stopped");
     Ok(())
 }
