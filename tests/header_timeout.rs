@@ -295,15 +295,7 @@ async fn fifty_stalled_connections_give_their_descriptors_back() {
         let (answer, _) = read_until_closed(stream, WITHIN).await;
         assert_no_answer_or_408(&answer);
     }
-    let deadline = Instant::now() + WITHIN;
-    while server.open_fds() > fds_before + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "descriptors left open: {} fds, {fds_before} before",
-            server.open_fds()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_open_fds(fds_before + 2, WITHIN).await;
     wait_log(&server, TIMEOUT_LOG, 50).await;
     still_serves(&server).await;
     server.kill9();

@@ -177,6 +177,20 @@ impl Server {
             .expect("stats JSON")
     }
 
+    /// Waits until the server has at most `at_most` open file descriptors
+    /// (it has closed the connections it was holding); panics after `limit`.
+    pub async fn wait_open_fds(&self, at_most: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.open_fds() > at_most {
+            assert!(
+                Instant::now() < deadline,
+                "descriptors left open after {limit:?}: {}, expected at most {at_most}",
+                self.open_fds()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs `upload` to `/api/v1/convert`: (status, `X-Cache`, body).
     pub async fn convert(&self, client: &reqwest::Client, upload: &[u8]) -> (u16, String, Vec<u8>) {
         let r = client
