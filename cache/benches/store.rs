@@ -32,7 +32,9 @@ fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
-fn open(rt: &Runtime, dir: &Path, memory_bytes: usize, disk_bytes: usize) -> Store {
+/// A store whose computations (only ever run by mistake here) fail with a
+/// `String`.
+fn open(rt: &Runtime, dir: &Path, memory_bytes: usize, disk_bytes: usize) -> Store<String> {
     rt.block_on(Store::open(StoreConfig {
         memory_bytes: memory_bytes as u64,
         disk_path: dir.to_path_buf(),
@@ -108,7 +110,7 @@ fn hit_latency(c: &mut Criterion) {
 }
 
 /// 50 tasks doing 20 lookups each; `key_of(caller, i)` picks the key.
-async fn fifty_callers(store: &Store, key_of: fn(usize, usize) -> Key) {
+async fn fifty_callers(store: &Store<String>, key_of: fn(usize, usize) -> Key) {
     let mut tasks = Vec::with_capacity(CALLERS);
     for caller in 0..CALLERS {
         let store = store.clone();

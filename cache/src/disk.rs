@@ -34,10 +34,10 @@
 //! files written since the last flush, their directories, and sled. If
 //! more than `PENDING_LIMIT_BYTES` are queued (a disk much slower than the
 //! computations), further writes are dropped and counted as disk write
-//! failures rather than letting memory grow without bound.
+//! failures rather than letting memory grow without bound. The queued
+//! writes, like the rest of the state this side shares with the writer
+//! thread, live in `tierstate`.
 
-use std::collections::HashMap;
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,87 +48,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::StoreError;
 use crate::files::ValueFiles;
 use crate::key::Key;
-use crate::ratelimit::{WarnLimiter, WARN_INTERVAL};
 use crate::record::{self, RecordError};
-use crate::stats::{bump, Counters};
+use crate::stats::Counters;
+use crate::tierstate::Shared;
 use crate::writer::{Op, Writer};
 
 /// sled's own page cache. sled holds only the recency tree (48 bytes an
 /// entry), so a small cache covers it; its 1 GiB default is far too much.
 pub(crate) const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// Most bytes queued for the writer before further writes are dropped. A
-/// single value is always accepted into an empty queue, whatever its size.
-pub(crate) const PENDING_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 /// How long `open` waits for another handle (in this process or a previous
 /// one that is exiting) to release sled's lock on the database.
-const OPEN_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// State shared by the async side and the writer thread.
-pub(crate) struct Shared {
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) capacity: u64,
-    pending: Mutex<PendingWrites>,
-    write_warn: WarnLimiter,
-    read_warn: WarnLimiter,
-}
-
-/// Writes queued but not yet applied, readable by key.
-#[derive(Default)]
-struct PendingWrites {
-    by_key: HashMap<Key, (u64, Bytes)>,
-    bytes: u64,
-    next_ticket: u64,
-}
-
-impl Shared {
-    /// Counts a failed disk write and logs it, at most once per interval.
-    pub(crate) fn write_failed(&self, key: &Key, error: &dyn Display) {
-        bump(&self.counters.disk_write_failures);
-        if let Some(failures) = self.write_warn.record() {
-            tracing::warn!(
-                %key,
-                %error,
-                failures_since_last_log = failures,
-                "opusgate-cache: disk write failed; the value still answers from memory"
-            );
-        }
-    }
-
-    /// Counts a failed disk read and logs it, at most once per interval.
-    fn read_failed(&self, key: &Key, error: &dyn Display) {
-        bump(&self.counters.disk_read_failures);
-        if let Some(failures) = self.read_warn.record() {
-            tracing::warn!(
-                %key,
-                %error,
-                failures_since_last_log = failures,
-                "opusgate-cache: disk read failed; treated as a disk miss"
-            );
-        }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, PendingWrites> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn pending_value(&self, key: &Key) -> Option<Bytes> {
-        self.pending()
-            .by_key
-            .get(key)
-            .map(|(_, value)| value.clone())
-    }
-
-    /// Forgets the queued write `ticket` for `key` once it is applied (or
-    /// failed); a newer write queued for the same key stays.
-    pub(crate) fn finish_pending(&self, key: &Key, ticket: u64) {
-        let mut pending = self.pending();
-        if pending.by_key.get(key).is_some_and(|(t, _)| *t == ticket) {
-            if let Some((_, value)) = pending.by_key.remove(key) {
-                pending.bytes -= value.len() as u64;
-            }
-        }
-    }
-}
+pub(crate) const OPEN_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// What a blocking read found.
 enum Read {
@@ -154,13 +84,7 @@ impl DiskTier {
         capacity: u64,
         counters: Arc<Counters>,
     ) -> Result<DiskTier, StoreError> {
-        let shared = Arc::new(Shared {
-            counters,
-            capacity,
-            pending: Mutex::new(PendingWrites::default()),
-            write_warn: WarnLimiter::new(WARN_INTERVAL),
-            read_warn: WarnLimiter::new(WARN_INTERVAL),
-        });
+        let shared = Arc::new(Shared::new(counters, capacity));
         let started = Instant::now();
         let (writer, files) = loop {
             let attempt_path = path.clone();
@@ -238,21 +162,10 @@ impl DiskTier {
         if len > self.shared.capacity {
             return;
         }
-        let ticket = {
-            let mut pending = self.shared.pending();
-            if pending.bytes > 0 && pending.bytes.saturating_add(len) > PENDING_LIMIT_BYTES {
-                drop(pending);
-                self.shared
-                    .write_failed(&key, &"write-back queue full; write dropped");
-                return;
-            }
-            let ticket = pending.next_ticket;
-            pending.next_ticket += 1;
-            if let Some((_, old)) = pending.by_key.insert(key, (ticket, value.clone())) {
-                pending.bytes -= old.len() as u64;
-            }
-            pending.bytes += len;
-            ticket
+        let Some(ticket) = self.shared.queue_write(key, &value) else {
+            self.shared
+                .write_failed(&key, &"write-back queue full; write dropped");
+            return;
         };
         if self.ops.send(Op::Write { key, value, ticket }).is_err() {
             self.shared.finish_pending(&key, ticket);
@@ -262,7 +175,7 @@ impl DiskTier {
 
     /// Number of queued writes not yet applied.
     pub(crate) fn pending_writes(&self) -> u64 {
-        self.shared.pending().by_key.len() as u64
+        self.shared.pending_writes()
     }
 
     /// Waits for every write queued so far, then fsyncs the files written
@@ -303,6 +216,6 @@ fn read_blocking(files: &ValueFiles, key: &Key) -> std::io::Result<Read> {
 }
 
 /// Whether sled failed only because another handle holds its file lock.
-fn is_lock_busy(error: &StoreError) -> bool {
+pub(crate) fn is_lock_busy(error: &StoreError) -> bool {
     matches!(error, StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
 }

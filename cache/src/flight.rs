@@ -9,10 +9,9 @@
 //! publishing (dropped by a runtime shutting down), the `Publisher`'s drop
 //! removes the entry and the receivers see the channel closed.
 //!
-//! Results are type-erased (`Arc<dyn Any>`), since one store serves callers
-//! whose computations have different error types.
+//! Generic over the computations' error type `E`: a store runs computations
+//! of one error type, and every caller of a flight gets a clone of its error.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -35,64 +34,75 @@ pub(crate) enum Source {
 
 /// The one result of a flight, shared by all its callers.
 #[derive(Clone)]
-pub(crate) enum FlightResult {
+pub(crate) enum FlightResult<E> {
     /// The value and where it came from.
     Value(Bytes, Source),
-    /// The computation's error, as `E` behind `Any`.
-    Failed(Arc<dyn Any + Send + Sync>),
+    /// The computation's error.
+    Failed(E),
     /// The computation panicked.
     Panicked,
 }
 
-type Slot = watch::Receiver<Option<FlightResult>>;
+type Slot<E> = watch::Receiver<Option<FlightResult<E>>>;
 
-struct Entry {
+struct Entry<E> {
     id: u64,
-    result: Slot,
+    result: Slot<E>,
 }
 
-#[derive(Default)]
-struct FlightMap {
-    by_key: HashMap<Key, Entry>,
+struct FlightMap<E> {
+    by_key: HashMap<Key, Entry<E>>,
     next_id: u64,
 }
 
 /// The computations in progress, by key.
-#[derive(Default)]
-pub(crate) struct Flights {
-    map: Mutex<FlightMap>,
+pub(crate) struct Flights<E> {
+    map: Mutex<FlightMap<E>>,
 }
 
 /// A caller's place in a flight.
-pub(crate) enum Joined {
+pub(crate) enum Joined<E> {
     /// A flight was already running: wait on this.
-    Waiter(Waiter),
+    Waiter(Waiter<E>),
     /// No flight was running: this caller starts one.
-    Leader(Publisher, Waiter),
+    Leader(Publisher<E>, Waiter<E>),
 }
 
 /// Waits for a flight's result.
-pub(crate) struct Waiter {
-    result: Slot,
+pub(crate) struct Waiter<E> {
+    result: Slot<E>,
 }
 
 /// The right and duty to publish a flight's result. Dropping it unpublished
 /// ends the flight with a closed channel.
-pub(crate) struct Publisher {
-    flights: Arc<Flights>,
+pub(crate) struct Publisher<E> {
+    flights: Arc<Flights<E>>,
     key: Key,
     id: u64,
-    sender: Option<watch::Sender<Option<FlightResult>>>,
+    /// `Some` until `publish` (which consumes the publisher) takes it, so
+    /// that `drop` can tell an unpublished flight.
+    sender: Option<watch::Sender<Option<FlightResult<E>>>>,
 }
 
-impl Flights {
-    fn map(&self) -> MutexGuard<'_, FlightMap> {
+impl<E> Default for Flights<E> {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::new(FlightMap {
+                by_key: HashMap::new(),
+                next_id: 0,
+            }),
+        }
+    }
+}
+
+impl<E> Flights<E> {
+    fn map(&self) -> MutexGuard<'_, FlightMap<E>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Joins the flight for `key`, starting one if none runs. The check and
     /// the insertion happen under one lock, so exactly one caller leads.
-    pub(crate) fn join(self: &Arc<Self>, key: Key) -> Joined {
+    pub(crate) fn join(self: &Arc<Self>, key: Key) -> Joined<E> {
         let mut map = self.map();
         if let Some(entry) = map.by_key.get(&key) {
             return Joined::Waiter(Waiter {
@@ -131,7 +141,7 @@ impl Flights {
     }
 }
 
-impl Publisher {
+impl<E> Publisher<E> {
     /// The key this flight computes.
     pub(crate) fn key(&self) -> Key {
         self.key
@@ -140,15 +150,17 @@ impl Publisher {
     /// Ends the flight: removes it from the map, then hands `result` to
     /// every receiver. Callers arriving after the removal look the key up
     /// afresh (a value is stored before it is published).
-    pub(crate) fn publish(mut self, result: FlightResult) {
+    pub(crate) fn publish(mut self, result: FlightResult<E>) {
         self.flights.remove(&self.key, self.id);
-        if let Some(sender) = self.sender.take() {
-            sender.send_replace(Some(result));
-        }
+        let sender = self
+            .sender
+            .take()
+            .expect("only publish takes the sender, and it consumes the publisher");
+        sender.send_replace(Some(result));
     }
 }
 
-impl Drop for Publisher {
+impl<E> Drop for Publisher<E> {
     fn drop(&mut self) {
         if self.sender.is_some() {
             self.flights.remove(&self.key, self.id);
@@ -156,9 +168,9 @@ impl Drop for Publisher {
     }
 }
 
-impl Waiter {
+impl<E: Clone> Waiter<E> {
     /// The flight's result, or `None` if the flight ended without one.
-    pub(crate) async fn wait(mut self) -> Option<FlightResult> {
+    pub(crate) async fn wait(mut self) -> Option<FlightResult<E>> {
         match self.result.wait_for(Option::is_some).await {
             Ok(result) => result.clone(),
             Err(_) => None,
@@ -170,7 +182,7 @@ impl Waiter {
 mod tests {
     use super::*;
 
-    fn value(result: Option<FlightResult>) -> Option<Bytes> {
+    fn value(result: Option<FlightResult<String>>) -> Option<Bytes> {
         match result {
             Some(FlightResult::Value(v, _)) => Some(v),
             _ => None,
@@ -179,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_leader_then_waiters_share_the_result() {
-        let flights = Arc::new(Flights::default());
+        let flights = Arc::new(Flights::<String>::default());
         let key = Key::from_bytes([1; 32]);
         let Joined::Leader(publisher, leader) = flights.join(key) else {
             panic!("first caller must lead");
@@ -201,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_publisher_closes_the_flight() {
-        let flights = Arc::new(Flights::default());
+        let flights = Arc::new(Flights::<String>::default());
         let key = Key::from_bytes([2; 32]);
         let Joined::Leader(publisher, leader) = flights.join(key) else {
             panic!("first caller must lead");

@@ -90,10 +90,12 @@ impl LruIndex {
             if Some(key) == keep {
                 continue;
             }
-            if let Some(entry) = self.entries.get(key) {
-                total -= entry.len;
-                victims.push(*key);
-            }
+            let entry = self
+                .entries
+                .get(key)
+                .expect("every key in `order` is in `entries` (put and remove keep them so)");
+            total -= entry.len;
+            victims.push(*key);
         }
         victims
     }

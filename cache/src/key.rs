@@ -38,7 +38,7 @@ impl Key {
         Key(bytes)
     }
 
-    /// The raw 32 bytes (also the sled key of the record).
+    /// The raw 32 bytes (also the sled key of its recency entry).
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -69,13 +69,10 @@ impl Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 64];
-        // Cannot fail: the buffer is exactly twice the key length.
-        if hex::encode_to_slice(self.0, &mut buf).is_err() {
-            return Err(fmt::Error);
-        }
-        // Hex digits are ASCII, hence valid UTF-8.
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        let mut buf = [0u8; 2 * Key::LEN];
+        hex::encode_to_slice(self.0, &mut buf)
+            .expect("the buffer is exactly twice the key's length");
+        f.write_str(std::str::from_utf8(&buf).expect("hex digits are ASCII, hence UTF-8"))
     }
 }
 

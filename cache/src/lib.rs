@@ -12,7 +12,8 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use opusgate_cache::{Key, Store, StoreConfig};
 //!
-//! let store = Store::open(StoreConfig {
+//! // The computations of this store fail with a `String`.
+//! let store: Store<String> = Store::open(StoreConfig {
 //!     memory_bytes: 256 << 20,
 //!     disk_path: "/var/cache/opusgate".into(),
 //!     disk_bytes: 8 << 30,
@@ -29,11 +30,19 @@
 //! # }
 //! ```
 //!
+//! A store's computations share one error type `E` ([`Store<E>`]): every
+//! caller waiting on a computation that fails gets a clone of its error.
+//!
 //! Modules: [`key`] (content addresses), `outcome` and `stats` (what the
 //! service reports), `memory` (moka tier), `disk`, `files` and `writer`
 //! (disk tier: reads, value files, write-back queue, eviction, recovery at
-//! open), `index` (the disk tier's LRU order), [`record`] (on-disk format), `flight` (single flight), `store` (the
-//! lookup order tying them together).
+//! open), `tierstate` (what the disk tier's async side and writer thread
+//! share, the queued writes among it), `index` (the disk tier's LRU order),
+//! [`record`] (on-disk format), `flight` (single flight), `store` (the
+//! lookup order tying them together), and, with the `test-support` feature,
+//! `test_support` (damaging a store on purpose, for fault tests).
+
+#![forbid(unsafe_code)]
 
 mod disk;
 mod error;
@@ -47,10 +56,13 @@ mod ratelimit;
 pub mod record;
 mod stats;
 mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+mod tierstate;
 mod writer;
 
 pub use key::Key;
-pub use record::{value_path, META_TREE, VALUES_DIR};
+pub use record::{value_path, VALUES_DIR};
 pub use store::{
     ComputeError, Outcome, Store, StoreConfig, StoreError, StoreStats, Tier, TierStats,
 };

@@ -1,5 +1,5 @@
 //! The on-disk formats: a value record in its own file under
-//! [`VALUES_DIR`] and its recency entry in sled's [`META_TREE`], with the
+//! [`VALUES_DIR`] and its recency entry in sled's `META_TREE`, with the
 //! checks run on every read.
 //!
 //! # Value record (a file: `<disk_path>/values/<2 hex>/<64 hex>`)
@@ -35,8 +35,8 @@
 //! Higher sequence numbers are more recently used. The entry is written
 //! after its file and updated on disk hits, so the disk tier's byte
 //! accounting and eviction order can be rebuilt at open from this small
-//! tree and a listing of the value files (see `writer::load_index` for how
-//! the two are reconciled after a crash).
+//! tree and a listing of the value files (see `Writer::reconcile` in the
+//! `writer` module for how the two are reconciled after a crash).
 //!
 //! Values live outside sled because sled 0.34 keeps roughly as much memory
 //! as was written to it, whatever its cache setting: with values inside it,
@@ -55,7 +55,7 @@ pub const VALUES_DIR: &str = "values";
 /// files; dropped at open if a database still has it.
 pub(crate) const LEGACY_VALUES_TREE: &str = "opusgate-cache.values.v1";
 /// Name of the sled tree holding the recency entries.
-pub const META_TREE: &str = "opusgate-cache.meta.v1";
+pub(crate) const META_TREE: &str = "opusgate-cache.meta.v1";
 /// The record format version written by this crate.
 pub const FORMAT_VERSION: u8 = 1;
 /// Bytes before the value in a record.

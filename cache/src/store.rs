@@ -40,22 +40,35 @@ pub struct StoreConfig {
 /// A two-tier (memory over disk) content-addressed byte store with
 /// single-flight computation of missing values.
 ///
+/// `E` is the error type of the computations it runs
+/// ([`get_or_compute`](Store::get_or_compute)): every caller waiting on a
+/// computation that fails gets a clone of its error. A program whose
+/// computations fail in different ways opens one store per error type (each
+/// with its own `disk_path`).
+///
 /// Cheap to clone (one `Arc`); every clone is the same store. Needs a tokio
 /// runtime (it spawns tasks and blocking reads).
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
+pub struct Store<E> {
+    inner: Arc<Inner<E>>,
 }
 
-struct Inner {
+struct Inner<E> {
     memory: MemoryTier,
     disk: DiskTier,
-    flights: Arc<Flights>,
+    flights: Arc<Flights<E>>,
     counters: Arc<Counters>,
     disk_capacity: u64,
 }
 
-impl fmt::Debug for Store {
+impl<E> Clone for Store<E> {
+    fn clone(&self) -> Self {
+        Store {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<E> fmt::Debug for Store<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("stats", &self.stats())
@@ -63,7 +76,7 @@ impl fmt::Debug for Store {
     }
 }
 
-impl Store {
+impl<E> Store<E> {
     /// Opens (creating if missing) the disk tier at `disk_path`, rebuilds
     /// the disk tier's byte and entry accounting from its recency tree and
     /// the value files (repairing what an unclean stop left, and evicting
@@ -73,7 +86,7 @@ impl Store {
     /// If another handle still holds sled's lock on the directory (a store
     /// being dropped in this process, or a previous process exiting), waits
     /// up to 5 s for it.
-    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+    pub async fn open(config: StoreConfig) -> Result<Store<E>, StoreError> {
         if config.disk_path.as_os_str().is_empty() {
             return Err(StoreError::Config("disk_path is empty".to_owned()));
         }
@@ -125,11 +138,7 @@ impl Store {
     /// An error reaches every caller waiting at that moment and is not
     /// stored; the next call computes again. A panic in `compute` becomes
     /// [`ComputeError::Panicked`] for every waiter.
-    ///
-    /// Waiters share the leader's error by downcasting it to their own `E`;
-    /// a waiter whose `E` differs from the leader's (one key used with two
-    /// error types) looks the key up again instead.
-    pub async fn get_or_compute<F, Fut, E>(
+    pub async fn get_or_compute<F, Fut>(
         &self,
         key: Key,
         compute: F,
@@ -141,8 +150,7 @@ impl Store {
     {
         let inner = &self.inner;
         let counters = &inner.counters;
-        let mut compute = Some(compute);
-        loop {
+        let (publisher, waiter) = loop {
             if let Some(value) = inner.memory.get(&key).await {
                 bump(&counters.hits_memory);
                 return Ok((value, Outcome::HitMemory));
@@ -154,42 +162,31 @@ impl Store {
             match inner.flights.join(key) {
                 Joined::Waiter(waiter) => {
                     // Counted on joining, so a waiter whose future is dropped
-                    // still counts; undone below if the result is unusable.
+                    // still counts; undone below if the flight ended without
+                    // a result (its task was dropped), and then it looks again.
                     bump(&counters.coalesced);
                     match waiter.wait().await {
                         Some(FlightResult::Value(value, _)) => {
                             return Ok((value, Outcome::Coalesced))
                         }
-                        Some(FlightResult::Panicked) => return Err(ComputeError::Panicked),
                         Some(FlightResult::Failed(error)) => {
-                            if let Some(error) = error.downcast_ref::<E>() {
-                                return Err(ComputeError::Failed(error.clone()));
-                            }
+                            return Err(ComputeError::Failed(error))
                         }
+                        Some(FlightResult::Panicked) => return Err(ComputeError::Panicked),
                         None => {}
                     }
                     counters.coalesced.fetch_sub(1, Ordering::Relaxed);
                 }
-                Joined::Leader(publisher, waiter) => {
-                    // Only the leader branch takes `compute`, and it returns.
-                    let Some(compute) = compute.take() else {
-                        return Err(ComputeError::Panicked);
-                    };
-                    // No await between taking the slot and spawning: the
-                    // flight cannot be orphaned by this future being dropped.
-                    tokio::spawn(run_flight(Arc::clone(inner), publisher, compute));
-                    return match waiter.wait().await {
-                        Some(FlightResult::Value(value, source)) => {
-                            Ok((value, leader_outcome(source)))
-                        }
-                        Some(FlightResult::Failed(error)) => Err(error
-                            .downcast_ref::<E>()
-                            .cloned()
-                            .map_or(ComputeError::Panicked, ComputeError::Failed)),
-                        Some(FlightResult::Panicked) | None => Err(ComputeError::Panicked),
-                    };
-                }
+                Joined::Leader(publisher, waiter) => break (publisher, waiter),
             }
+        };
+        // No await between taking the slot and spawning: the flight cannot
+        // be orphaned by this future being dropped.
+        tokio::spawn(run_flight(Arc::clone(inner), publisher, compute));
+        match waiter.wait().await {
+            Some(FlightResult::Value(value, source)) => Ok((value, leader_outcome(source))),
+            Some(FlightResult::Failed(error)) => Err(ComputeError::Failed(error)),
+            Some(FlightResult::Panicked) | None => Err(ComputeError::Panicked),
         }
     }
 
@@ -261,7 +258,7 @@ impl Store {
     }
 }
 
-impl Inner {
+impl<E> Inner<E> {
     /// Disk lookup with promotion of a hit into memory.
     async fn disk_lookup(&self, key: &Key) -> Option<Bytes> {
         let value = self.disk.get(key).await?;
@@ -287,7 +284,7 @@ fn leader_outcome(source: Source) -> Outcome {
 /// The body of a flight's task: look once more (a flight for the key may
 /// have finished between the leader's lookups and its taking the slot),
 /// else compute, store and publish.
-async fn run_flight<F, Fut, E>(inner: Arc<Inner>, publisher: Publisher, compute: F)
+async fn run_flight<F, Fut, E>(inner: Arc<Inner<E>>, publisher: Publisher<E>, compute: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
@@ -317,7 +314,7 @@ where
         }
         Ok(Err(error)) => {
             bump(&counters.computations_failed);
-            FlightResult::Failed(Arc::new(error))
+            FlightResult::Failed(error)
         }
         Err(panic) => {
             bump(&counters.computations_failed);

@@ -32,13 +32,13 @@ use bytes::Bytes;
 use sled::{Batch, Db, Tree};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::disk::Shared;
 use crate::error::StoreError;
 use crate::files::{Listed, ValueFiles};
 use crate::index::{IndexEntry, LruIndex};
 use crate::key::Key;
 use crate::record::{self, HEADER_LEN, LEGACY_VALUES_TREE};
 use crate::stats::{add, bump, set};
+use crate::tierstate::Shared;
 
 /// How often, at most, `size_on_disk` is refreshed while writes keep coming.
 const SIZE_REFRESH_INTERVAL: Duration = Duration::from_millis(250);

@@ -22,7 +22,8 @@ pub fn config(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> StoreConfig {
     }
 }
 
-pub async fn open(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> Store {
+/// A store whose computations fail with a `String`.
+pub async fn open(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> Store<String> {
     Store::open(config(dir, memory_bytes, disk_bytes))
         .await
         .expect("open store")
