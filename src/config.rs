@@ -160,6 +160,18 @@ pub struct CacheConfig {
     pub disk_bytes: u64,
 }
 
+impl CacheConfig {
+    /// The audio store's directory: `<dir>/audio`.
+    pub fn audio_dir(&self) -> PathBuf {
+        self.dir.join("audio")
+    }
+
+    /// Proxy mode's answer store's directory: `<dir>/upstream`.
+    pub fn upstream_dir(&self) -> PathBuf {
+        self.dir.join("upstream")
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {

@@ -1,32 +1,20 @@
-//! The server's life: start the service on a listener, serve until the
-//! shutdown signal, let in-flight requests finish within the grace period,
-//! flush the store.
+//! The server's life: start the [`Service`] and the [`Upstream`] side by
+//! side, serve HTTP on a listener until the shutdown signal, let in-flight
+//! requests finish within the grace period, flush both stores.
 //!
 //! [`run`] takes its own listener and shutdown future, so that tests can bind
 //! 127.0.0.1:0 and stop the server when they like.
 //!
-//! Connections are served by this module's own accept loop on hyper-util,
-//! not by `axum::serve`: that runs hyper without a timer, so a client could
-//! send half a request line and hold its connection (and a file descriptor)
-//! forever. Here every connection is HTTP/1.1 with keep-alive, served by
-//! `hyper_util::server::conn::auto::Builder` restricted to HTTP/1 with
-//! tokio's timer and hyper's header read timeout
-//! (`server.header_read_timeout_seconds`, see
-//! [`crate::config::ServerConfig::header_read_timeout_seconds`]), the router
-//! wrapped in `TowerToHyperService`, and the connections drained on shutdown
-//! by `hyper_util::server::graceful::GracefulShutdown`. Only HTTP/1 is
-//! served, as `axum::serve` did in this build (axum's `http2` feature is
-//! off): hyper's header timeout covers HTTP/1 only, and the auto builder's
-//! protocol sniffing, which only runs when HTTP/2 is on offer (or with
-//! `serve_connection_with_upgrades`), waits for the first bytes with no
-//! deadline at all. The request body has its own deadline
-//! (`server.request_read_timeout_seconds`, 408), enforced by the handlers.
-//!
-//! Accepted sockets get `TCP_NODELAY`, so that no answer waits on Nagle's
-//! algorithm (axum 0.8's `serve` does not set it by itself; its docs do it
-//! with `ListenerExt::tap_io`). A failed accept (say, `EMFILE` when out of
-//! file descriptors) is logged and retried after a second, as `axum::serve`
-//! does, instead of stopping the server.
+//! Connections are served by `serve`'s accept loop on hyper-util: HTTP/1.1
+//! only, keep-alive, `TCP_NODELAY`, and the request head due within
+//! `server.header_read_timeout_seconds` on tokio's timer (`axum::serve` runs
+//! hyper without a timer, so it could not time heads out; the auto
+//! builder's protocol sniffing, which reads the first bytes with no
+//! deadline, is skipped by `http1_only`). The request body has its own
+//! deadline (`server.request_read_timeout_seconds`, 408), enforced in
+//! [`crate::http::form`]. On shutdown, hyper-util's `GracefulShutdown`
+//! closes idle connections at once and the others after their answer. A
+//! failed accept (`EMFILE`, say) is logged and retried after a second.
 
 use std::future::Future;
 use std::pin::pin;
@@ -43,23 +31,19 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::{self, AppState, ShutdownFlag};
-use crate::service::{Service, StartError};
+use crate::service::{self, Service};
 use crate::system::SystemMonitor;
-use crate::upstream::Upstream;
-use opusgate_cache::{Store, StoreConfig};
+use crate::upstream::{self, Upstream};
 
-/// Subdirectory of `cache.dir` holding proxy mode's backend answers.
-pub const UPSTREAM_STORE_DIR: &str = "upstream";
-
-/// The server could not start or stopped with an error.
+/// The server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The service did not start.
+    /// The conversion service did not start.
     #[error(transparent)]
-    Start(#[from] StartError),
-    /// The backend client or its answer store did not start.
+    Service(#[from] service::StartError),
+    /// Proxy mode (its answer store or its client) did not start.
     #[error("starting proxy mode: {0}")]
-    Upstream(String),
+    Upstream(#[from] upstream::StartError),
 }
 
 /// Serves opusgate on `listener` until `shutdown` resolves, then drains
@@ -71,15 +55,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let service = Service::start(&config).await?;
-    let answers = Store::open(StoreConfig {
-        memory_bytes: config.upstream.cache_memory_bytes,
-        disk_path: config.cache.dir.join(UPSTREAM_STORE_DIR),
-        disk_bytes: config.upstream.cache_disk_bytes,
-    })
-    .await
-    .map_err(|e| ServerError::Upstream(e.to_string()))?;
-    let upstream = Upstream::new(&config.upstream, answers.clone())
-        .map_err(|e| ServerError::Upstream(e.to_string()))?;
+    let upstream = Upstream::start(&config).await?;
     let flag = ShutdownFlag::default();
     let state = AppState {
         service: service.clone(),
@@ -87,7 +63,7 @@ pub async fn run(
         metrics: http::metrics_handle(),
         system: SystemMonitor::start(),
         shutdown: flag.clone(),
-        upstream,
+        upstream: upstream.clone(),
     };
     let upkeep = http::metrics_upkeep(state.metrics.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
@@ -129,7 +105,7 @@ pub async fn run(
     let mut flushed = true;
     for (store, result) in [
         ("audio", service.flush().await),
-        ("upstream", answers.flush().await),
+        ("upstream", upstream.flush().await),
     ] {
         if let Err(error) = result {
             tracing::error!(store, %error, "flushing the store at shutdown failed");

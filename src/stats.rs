@@ -2,9 +2,11 @@
 //! service's monitoring endpoints, and the Prometheus metrics.
 //!
 //! Counters are atomics; conversion durations keep the most recent
-//! [`DURATION_WINDOW`] samples for percentiles. Prometheus metrics are
-//! recorded here too (through the `metrics` facade), so that every figure
-//! has one place where it is counted.
+//! [`DURATION_WINDOW`] samples for percentiles. Every Prometheus metric is
+//! named in [`names`]; each is recorded (through the `metrics` facade) where
+//! it happens: conversions here, store lookups in `service` and `upstream`,
+//! requests in `http::log`, backend calls in `upstream`, gauges on a scrape
+//! in `http::monitor`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +50,12 @@ pub mod names {
     pub const STORE_WRITE_FAILURES: &str = "opusgate_store_disk_write_failures";
     /// Gauge: the disk tier's space on disk (value files and the sled index).
     pub const STORE_SIZE_ON_DISK: &str = "opusgate_store_size_on_disk_bytes";
+    /// Counter: backend calls by result (`ok`, `status`, `timeout`, `unavailable`).
+    pub const UPSTREAM_CALLS: &str = "opusgate_upstream_calls_total";
+    /// Histogram: backend call duration.
+    pub const UPSTREAM_DURATION: &str = "opusgate_upstream_duration_seconds";
+    /// Counter: answer-store lookups by outcome.
+    pub const UPSTREAM_CACHE: &str = "opusgate_upstream_cache_total";
 }
 
 /// Live conversion counters of one server.

@@ -6,7 +6,7 @@
 //!   stereo stream down to mono or spreads mono to both channels, and its
 //!   16-bit output (soft-clipped, rounded) is used as is.
 //! - Family 1 (1 to 8 channels) uses libopus's multistream decoder through the
-//!   small safe wrapper [`MsDecoder`] below, decodes to float and goes through
+//!   small safe wrapper `MsDecoder` below, decodes to float and goes through
 //!   the matrices of [`super::downmix`].
 
 use std::ffi::c_int;
@@ -21,7 +21,7 @@ use super::error::CodecError;
 use super::head::{OpusHead, MAX_PACKET_SAMPLES_48K};
 
 /// A libopus multistream decoder (`OpusMSDecoder`), owned.
-pub struct MsDecoder {
+pub(crate) struct MsDecoder {
     ptr: NonNull<ffi::OpusMSDecoder>,
     channels: usize,
 }

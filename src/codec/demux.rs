@@ -34,11 +34,11 @@
 //!   bounded by the limit.
 
 use std::borrow::Cow;
-use std::time::Instant;
 
+use super::budget::Budget;
 use super::error::CodecError;
 use super::head::{OpusHead, HEAD_MAGIC};
-use super::page::{read_page, Page, PageError, CAPTURE};
+use super::page::{read_page, PageError, CAPTURE};
 use super::stream::Stream;
 use super::ConvertOptions;
 
@@ -101,7 +101,7 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
     if !input.starts_with(CAPTURE) {
         return Err(CodecError::UnsupportedFormat(describe_non_ogg(input)));
     }
-    let mut ctx = Ctx::new(opts, input.len());
+    let mut budget = Budget::new(opts, input.len());
     let mut links: Vec<Link<'a>> = Vec::new();
     let mut cur: Option<Stream<'a>> = None;
     let mut group_open = false;
@@ -122,7 +122,7 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
                 )));
             }
             Err(PageError::NotAPage) => {
-                if opts.lenient || cur.as_ref().map_or(true, |s| s.ended) {
+                if opts.lenient || cur.as_ref().is_none_or(|s| s.ended) {
                     break; // trailing bytes after the last stream ended
                 }
                 return Err(CodecError::InvalidStream(format!(
@@ -145,13 +145,18 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
         };
         offset += page.len();
         pages = pages.wrapping_add(1);
-        if pages % 256 == 0 {
-            ctx.check_deadline()?;
+        if pages.is_multiple_of(256) {
+            budget.check_deadline()?;
         }
         if page.bos() {
             if !group_open {
                 if let Some(stream) = cur.take() {
-                    links.push(ctx.finish(stream, opts.lenient, Some(page.offset))?);
+                    links.push(finish(
+                        &mut budget,
+                        stream,
+                        opts.lenient,
+                        Some(page.offset),
+                    )?);
                     if links.len() >= MAX_LINKS {
                         return Err(CodecError::InvalidStream(format!(
                             "more than {MAX_LINKS} chained streams in one file are not supported"
@@ -187,12 +192,12 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
         group_open = false;
         if let Some(stream) = cur.as_mut() {
             if stream.serial == page.serial && !stream.ended {
-                stream.on_page(&page, &mut ctx, opts.lenient)?;
+                stream.on_page(&page, &mut budget, opts.lenient)?;
             }
         }
     }
     if let Some(stream) = cur.take() {
-        links.push(ctx.finish(stream, opts.lenient, None)?);
+        links.push(finish(&mut budget, stream, opts.lenient, None)?);
     }
     if links.is_empty() {
         let found = if skipped.is_empty() {
@@ -207,63 +212,16 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
     Ok(Demuxed { links })
 }
 
-/// Limits and running totals shared by the links of one input.
-pub(crate) struct Ctx {
-    /// Length of the whole input in bytes.
-    input_len: usize,
-    max_48k: u64,
-    done_48k: u64,
-    limit: std::time::Duration,
-    deadline: Option<Instant>,
-    started: Instant,
-}
-
-impl Ctx {
-    fn new(opts: &ConvertOptions, input_len: usize) -> Ctx {
-        let max = opts.max_duration.as_nanos().saturating_mul(48) / 1_000_000;
-        Ctx {
-            input_len,
-            max_48k: u64::try_from(max).unwrap_or(u64::MAX),
-            done_48k: 0,
-            limit: opts.max_duration,
-            deadline: opts.deadline,
-            started: Instant::now(),
-        }
-    }
-
-    fn check_deadline(&self) -> Result<(), CodecError> {
-        check_deadline(self.deadline, self.started)
-    }
-
-    /// Whether nothing of the input follows `page`.
-    pub(crate) fn is_last_page(&self, page: &Page<'_>) -> bool {
-        page.offset.saturating_add(page.len()) >= self.input_len
-    }
-
-    /// Refuses when earlier links plus `samples` of this one exceed the limit,
-    /// `slack` samples tolerated (for end trimming still to come).
-    pub(crate) fn check_length(
-        &self,
-        samples: u64,
-        slack: u64,
-        at_least: bool,
-    ) -> Result<(), CodecError> {
-        let total = self.done_48k.saturating_add(samples);
-        if total > self.max_48k.saturating_add(slack) {
-            return Err(CodecError::too_long(total, at_least, self.limit));
-        }
-        Ok(())
-    }
-
-    /// Closes a stream into a link; `next_link` is where the next link starts.
-    fn finish<'a>(
-        &mut self,
-        s: Stream<'a>,
-        lenient: bool,
-        next_link: Option<usize>,
-    ) -> Result<Link<'a>, CodecError> {
-        if !s.ended && !lenient {
-            return Err(CodecError::TruncatedStream(match next_link {
+/// Closes a stream into a link, counting its length against `budget`;
+/// `next_link` is where the next link starts.
+fn finish<'a>(
+    budget: &mut Budget,
+    s: Stream<'a>,
+    lenient: bool,
+    next_link: Option<usize>,
+) -> Result<Link<'a>, CodecError> {
+    if !s.ended && !lenient {
+        return Err(CodecError::TruncatedStream(match next_link {
                 Some(at) => format!(
                     "the Opus stream has no end-of-stream page before the next chained stream \
                      starts at byte {at}: it was cut off (lenient conversion decodes the intact part)"
@@ -272,45 +230,31 @@ impl Ctx {
                          (lenient conversion decodes the intact part)"
                     .to_string(),
             }));
-        }
-        let kept = if s.ended {
-            s.keep.unwrap_or(s.decoded)
-        } else {
-            s.decoded
-        };
-        let pre_skip = u64::from(s.head.pre_skip);
-        if kept < pre_skip && s.ended {
-            return Err(CodecError::InvalidStream(format!(
-                "bad OpusHead: the pre-skip of {pre_skip} samples is longer than the whole stream \
+    }
+    let kept = if s.ended {
+        s.keep.unwrap_or(s.decoded)
+    } else {
+        s.decoded
+    };
+    let pre_skip = u64::from(s.head.pre_skip);
+    if kept < pre_skip && s.ended {
+        return Err(CodecError::InvalidStream(format!(
+            "bad OpusHead: the pre-skip of {pre_skip} samples is longer than the whole stream \
                  ({kept} samples at 48 kHz)"
-            )));
-        }
-        let link = Link {
-            serial: s.serial,
-            head: s.head,
-            packets: s.packets,
-            start_granule: s.start.unwrap_or(0),
-            decoded_samples_48k: s.decoded,
-            kept_samples_48k: kept,
-            complete: s.ended,
-        };
-        self.check_length(link.output_samples_48k(), 0, next_link.is_some())?;
-        self.done_48k = self.done_48k.saturating_add(link.output_samples_48k());
-        Ok(link)
+        )));
     }
-}
-
-/// Fails with `conversion_timeout` once `deadline` has passed.
-pub(crate) fn check_deadline(
-    deadline: Option<Instant>,
-    started: Instant,
-) -> Result<(), CodecError> {
-    match deadline {
-        Some(d) if Instant::now() >= d => Err(CodecError::ConversionTimeout {
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        }),
-        _ => Ok(()),
-    }
+    let link = Link {
+        serial: s.serial,
+        head: s.head,
+        packets: s.packets,
+        start_granule: s.start.unwrap_or(0),
+        decoded_samples_48k: s.decoded,
+        kept_samples_48k: kept,
+        complete: s.ended,
+    };
+    budget.check_length(link.output_samples_48k(), 0, next_link.is_some())?;
+    budget.add_done(link.output_samples_48k());
+    Ok(link)
 }
 
 /// Names the codec of a logical stream from its first packet.

@@ -76,7 +76,8 @@ impl CodecError {
     /// The stable machine-readable code of this error, used as the HTTP error
     /// code: `bad_parameter`, `unsupported_format`, `invalid_stream`,
     /// `truncated_stream`, `unsupported_channel_mapping`, `audio_too_long`,
-    /// `conversion_timeout` or `internal_error`.
+    /// `conversion_timeout` or `internal` (the same code as every other bug
+    /// has in the HTTP API).
     pub fn code(&self) -> &'static str {
         match self {
             CodecError::BadParameter(_) => "bad_parameter",
@@ -86,7 +87,7 @@ impl CodecError {
             CodecError::UnsupportedChannelMapping { .. } => "unsupported_channel_mapping",
             CodecError::AudioTooLong { .. } => "audio_too_long",
             CodecError::ConversionTimeout { .. } => "conversion_timeout",
-            CodecError::Internal(_) => "internal_error",
+            CodecError::Internal(_) => "internal",
         }
     }
 

@@ -8,6 +8,7 @@
 //!   pre-skip, end trimming (RFC 7845 section 4) and the duration limit, all
 //!   before decoding;
 //! - `stream` (inside demux): one logical stream's packets and granules;
+//! - `budget`: the duration limit and deadline both of them spend;
 //! - [`head`]: the OpusHead and packet durations from the TOC;
 //! - [`decode`]: libopus decoding at the output rate (single-stream through
 //!   audiopus, multistream through a small FFI wrapper), output gain;
@@ -22,6 +23,7 @@
 //! output rate and rounded to nearest. The output buffer is allocated once
 //! from that length. Same input and options always give the same bytes.
 
+mod budget;
 pub mod decode;
 pub mod demux;
 pub mod downmix;
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 pub use demux::{demux, Demuxed, Link};
 pub use error::CodecError;
 pub use head::OpusHead;
+pub use page::{crc32, write_page};
 pub use sample::{encode_sample, SampleOptions};
 
 use decode::LinkDecoder;
@@ -125,7 +128,7 @@ pub struct Converted {
 impl Converted {
     /// Duration in milliseconds, rounded down.
     pub fn duration_ms(&self) -> u64 {
-        self.frames.saturating_mul(1000) / u64::from(self.rate.max(1))
+        wav::frames_ms(self.frames, self.rate)
     }
 }
 
@@ -205,7 +208,7 @@ fn decode_link(
             break;
         }
         if i % 32 == 0 {
-            demux::check_deadline(opts.deadline, started)?;
+            budget::check_deadline(opts.deadline, started)?;
         }
         let n = dec
             .decode(packet, &mut pcm)

@@ -7,6 +7,10 @@
 //! capture pattern (hiding corruption this converter must report), and its
 //! errors do not say where the input went wrong or whether it was merely cut
 //! off. The sample encoder does use the crate's `PacketWriter`.
+//!
+//! Writing is [`write_page`], with the CRC by [`crc32`]: both public (as
+//! `codec::write_page` and `codec::crc32`) so that the tests and benches build
+//! and edit Ogg streams with this same CRC rather than a copy of it.
 
 /// The capture pattern every Ogg page starts with.
 pub(crate) const CAPTURE: &[u8; 4] = b"OggS";
@@ -159,12 +163,46 @@ const CRC_TABLE: [u32; 256] = {
     table
 };
 
-/// Continues the Ogg CRC-32 `crc` over `data`.
-pub(crate) fn crc32(mut crc: u32, data: &[u8]) -> u32 {
+/// Continues the Ogg CRC-32 `crc` over `data` (start with 0).
+///
+/// A page's checksum is this over the whole page with its checksum field
+/// (bytes 22 to 25) set to zero, stored little-endian in that field.
+pub fn crc32(mut crc: u32, data: &[u8]) -> u32 {
     for &b in data {
         crc = (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)];
     }
     crc
+}
+
+/// Appends one Ogg page to `out`: version 0, the given header fields, the
+/// lacing table and the body as they are (not checked against each other,
+/// so broken pages can be built too), and a correct CRC.
+///
+/// # Panics
+///
+/// If `lacing` has more than 255 entries.
+pub fn write_page(
+    out: &mut Vec<u8>,
+    flags: u8,
+    granule: u64,
+    serial: u32,
+    sequence: u32,
+    lacing: &[u8],
+    body: &[u8],
+) {
+    let start = out.len();
+    out.extend_from_slice(CAPTURE);
+    out.push(0);
+    out.push(flags);
+    out.extend_from_slice(&granule.to_le_bytes());
+    out.extend_from_slice(&serial.to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(u8::try_from(lacing.len()).expect("at most 255 lacing values"));
+    out.extend_from_slice(lacing);
+    out.extend_from_slice(body);
+    let crc = crc32(0, &out[start..]);
+    out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -174,18 +212,7 @@ mod tests {
     /// Builds a page with a correct CRC.
     fn page(flags: u8, gp: u64, serial: u32, seq: u32, lacing: &[u8], body: &[u8]) -> Vec<u8> {
         let mut p = Vec::new();
-        p.extend_from_slice(b"OggS");
-        p.push(0);
-        p.push(flags);
-        p.extend_from_slice(&gp.to_le_bytes());
-        p.extend_from_slice(&serial.to_le_bytes());
-        p.extend_from_slice(&seq.to_le_bytes());
-        p.extend_from_slice(&[0; 4]);
-        p.push(lacing.len() as u8);
-        p.extend_from_slice(lacing);
-        p.extend_from_slice(body);
-        let crc = crc32(0, &p);
-        p[22..26].copy_from_slice(&crc.to_le_bytes());
+        write_page(&mut p, flags, gp, serial, seq, lacing, body);
         p
     }
 

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::demux::Ctx;
+use super::budget::Budget;
 use super::error::CodecError;
 use super::head::{packet_samples_48k, OpusHead, TagsCheck, MAX_PACKET_SAMPLES_48K, TAGS_MAGIC};
 use super::page::{Page, NO_GRANULE};
@@ -92,7 +92,7 @@ impl<'a> Stream<'a> {
     pub(crate) fn on_page(
         &mut self,
         page: &Page<'a>,
-        ctx: &mut Ctx,
+        budget: &mut Budget,
         lenient: bool,
     ) -> Result<(), CodecError> {
         let at = page.offset;
@@ -165,7 +165,7 @@ impl<'a> Stream<'a> {
             self.pending_open = true;
         }
         if page_packets > 0 {
-            self.on_granule(page, page_samples, ctx)?;
+            self.on_granule(page, page_samples, budget)?;
         }
         if page.eos() {
             self.ended = true;
@@ -189,7 +189,7 @@ impl<'a> Stream<'a> {
         &mut self,
         page: &Page<'_>,
         samples: u64,
-        ctx: &mut Ctx,
+        budget: &mut Budget,
     ) -> Result<(), CodecError> {
         let (at, gp) = (page.offset, page.granule);
         if gp == NO_GRANULE {
@@ -231,9 +231,9 @@ impl<'a> Stream<'a> {
         let pre_skip = u64::from(self.head.pre_skip);
         // Exact only on the last page of the input: after an EOS page
         // further links of a chain may follow.
-        let last = page.eos() && ctx.is_last_page(page);
-        ctx.check_length((gp - start).saturating_sub(pre_skip), 0, !last)?;
-        ctx.check_length(
+        let last = page.eos() && budget.is_last_page(page);
+        budget.check_length((gp - start).saturating_sub(pre_skip), 0, !last)?;
+        budget.check_length(
             self.decoded.saturating_sub(pre_skip),
             u64::from(MAX_PACKET_SAMPLES_48K),
             true,

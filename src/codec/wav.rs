@@ -41,6 +41,31 @@ pub fn write_header(out: &mut Vec<u8>, rate: u32, channels: u8, data_len: u32) {
     out.extend_from_slice(&data_len.to_le_bytes());
 }
 
+/// Duration in milliseconds (rounded down) of `frames` frames at `rate`.
+pub fn frames_ms(frames: u64, rate: u32) -> u64 {
+    frames.saturating_mul(1000) / u64::from(rate.max(1))
+}
+
+/// Duration in milliseconds of a WAV written by this module, read from the
+/// fixed fields of its 44-byte header (no parsing of chunks); `None` if
+/// `wav` does not start with such a header.
+pub fn duration_ms(wav: &[u8]) -> Option<u64> {
+    let header = wav.get(..HEADER_LEN)?;
+    if &header[0..4] != b"RIFF" || &header[8..16] != b"WAVEfmt " || &header[36..40] != b"data" {
+        return None;
+    }
+    let le16 = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+    let le32 = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let block_align = u64::from(le16(32));
+    let rate = le32(24);
+    if block_align == 0 {
+        return None;
+    }
+    Some(frames_ms(u64::from(le32(40)) / block_align, rate))
+}
+
 /// Appends samples as little-endian 16-bit values.
 pub fn push_samples(out: &mut Vec<u8>, samples: &[i16]) {
     let start = out.len();
@@ -71,6 +96,17 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("samples");
         assert_eq!(samples, [1, -1, i16::MAX, i16::MIN]);
+    }
+
+    #[test]
+    fn duration_comes_from_the_header() {
+        let mut wav = Vec::new();
+        // 1.5 s of 16 kHz stereo.
+        write_header(&mut wav, 16000, 2, 16000 * 3 / 2 * 4);
+        assert_eq!(duration_ms(&wav), Some(1500));
+        assert_eq!(duration_ms(&wav[..40]), None);
+        wav[0] = b'X';
+        assert_eq!(duration_ms(&wav), None);
     }
 
     #[test]

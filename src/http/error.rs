@@ -22,6 +22,10 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Whether the connection is closed after this answer: set by the
+    /// refusals that answer before the body was read to its end (the rest of
+    /// it is still on the wire).
+    pub close_connection: bool,
 }
 
 #[derive(Serialize)]
@@ -39,6 +43,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            close_connection: false,
         }
     }
 
@@ -63,23 +68,31 @@ impl ApiError {
     }
 
     /// 413 `payload_too_large`.
+    /// Refused before the body was read to its end, so the connection closes.
     pub fn payload_too_large(limit: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "the upload is larger than the limit of {limit} bytes (limits.max_upload_bytes)"
-            ),
-        )
+        ApiError {
+            close_connection: true,
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the upload is larger than the limit of {limit} bytes (limits.max_upload_bytes)"
+                ),
+            )
+        }
     }
 
     /// 408 `request_timeout`: the client was too slow to send its request.
+    /// The body is still (slowly) on the wire, so the connection closes.
     pub fn request_timeout(seconds: u64) -> ApiError {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!("the request body was not received within {seconds} s"),
-        )
+        ApiError {
+            close_connection: true,
+            ..ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body was not received within {seconds} s"),
+            )
+        }
     }
 
     /// 500 `internal`: never the client's fault.
@@ -88,32 +101,34 @@ impl ApiError {
     }
 }
 
-/// Status for each converter error code.
-fn codec_status(code: &str) -> StatusCode {
-    match code {
-        "bad_parameter" => StatusCode::BAD_REQUEST,
-        "unsupported_format" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "audio_too_long" => StatusCode::PAYLOAD_TOO_LARGE,
-        "conversion_timeout" => StatusCode::GATEWAY_TIMEOUT,
-        // invalid_stream, truncated_stream, unsupported_channel_mapping and
-        // any future decoding error: the upload is Opus we cannot use.
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
+/// Status for each converter error. Exhaustive: a new variant does not
+/// compile until its status is decided here.
+fn codec_status(e: &CodecError) -> StatusCode {
+    match e {
+        CodecError::BadParameter(_) => StatusCode::BAD_REQUEST,
+        CodecError::UnsupportedFormat(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        // Opus we cannot use.
+        CodecError::InvalidStream(_)
+        | CodecError::TruncatedStream(_)
+        | CodecError::UnsupportedChannelMapping { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        CodecError::AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        CodecError::ConversionTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        // A converter bug, not the client's input.
+        CodecError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl From<CodecError> for ApiError {
     fn from(e: CodecError) -> ApiError {
-        match e {
-            // A converter bug, not the client's input: one code for all bugs.
+        let status = codec_status(&e);
+        let message = match &e {
             CodecError::Internal(why) => {
                 tracing::error!(error = %why, "converter bug");
-                ApiError::internal(format!("the converter hit a bug; it was logged: {why}"))
+                format!("the converter hit a bug; it was logged: {why}")
             }
-            e => {
-                let code = e.code();
-                ApiError::new(codec_status(code), code, e.to_string())
-            }
-        }
+            e => e.to_string(),
+        };
+        ApiError::new(status, e.code(), message)
     }
 }
 
@@ -174,11 +189,9 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
-        // Refused before the body was read to its end: the rest of it is
-        // still on the wire, so the connection is closed after this answer.
         // Saying so keeps keep-alive clients from sending their next request
         // on a connection that is about to go away.
-        if matches!(self.code, "payload_too_large" | "request_timeout") {
+        if self.close_connection {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod form;
 pub mod log;
 pub mod monitor;
 pub mod proxy;
@@ -25,21 +26,6 @@ use crate::system::SystemMonitor;
 use crate::upstream::Upstream;
 use auth::ApiKeys;
 use error::ApiError;
-
-/// Every fixed route, for metric labels.
-pub const ROUTES: [&str; 11] = [
-    "/api/v1/convert",
-    "/v1/audio/transcriptions",
-    "/api/v1/translate_audio",
-    "/api/v1/stats",
-    "/api/v1/performance",
-    "/api/v1/concurrent-status",
-    "/api/v1/health",
-    "/metrics",
-    "/healthz",
-    "/readyz",
-    "/",
-];
 
 /// Whether the server is stopping; `/readyz` answers 503 once it is.
 #[derive(Clone, Default)]
@@ -141,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // The upload limit is enforced while reading (convert::read_body).
+        // The upload limit is enforced while reading (form::read_body).
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(log::log_request))

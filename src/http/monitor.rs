@@ -70,7 +70,7 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
 
 fn upstream_stats(app: &AppState) -> Value {
     let calls = app.upstream.snapshot();
-    let s = app.upstream.store_stats();
+    let s = app.upstream.store().stats();
     json!({
         "configured": calls.configured,
         "calls": calls.calls,

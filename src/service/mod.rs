@@ -22,9 +22,6 @@ use pool::{JobLost, WorkerPool};
 /// Uploads at least this large are hashed on a blocking thread.
 const HASH_OFF_THREAD_BYTES: usize = 256 * 1024;
 
-/// Subdirectory of `cache.dir` holding converted audio.
-pub const AUDIO_STORE_DIR: &str = "audio";
-
 /// Seconds a client is told to wait after a 503 `overloaded`.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -85,7 +82,7 @@ pub struct Service {
 }
 
 struct Inner {
-    store: Store,
+    store: Store<ServiceError>,
     pool: WorkerPool,
     permits: Arc<Semaphore>,
     max_concurrent: usize,
@@ -103,12 +100,12 @@ impl Service {
     pub async fn start(config: &Config) -> Result<Service, StartError> {
         let store = Store::open(StoreConfig {
             memory_bytes: config.cache.memory_bytes,
-            disk_path: config.cache.dir.join(AUDIO_STORE_DIR),
+            disk_path: config.cache.audio_dir(),
             disk_bytes: config.cache.disk_bytes,
         })
         .await
         .map_err(|source| StartError::Store {
-            path: config.cache.dir.display().to_string(),
+            path: config.cache.audio_dir().display().to_string(),
             source,
         })?;
         let c = &config.conversion;
@@ -252,7 +249,7 @@ impl Service {
     }
 
     /// The store, for stats and shutdown.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Store<ServiceError> {
         &self.inner.store
     }
 
@@ -285,17 +282,4 @@ impl Service {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.store.flush().await
     }
-}
-
-/// Frames per channel of a WAV produced by the converter, read from its
-/// header (no decoding); `None` if the bytes are not such a WAV.
-pub fn wav_frames(wav: &[u8]) -> Option<(u64, u32)> {
-    let reader = hound::WavReader::new(std::io::Cursor::new(wav)).ok()?;
-    Some((u64::from(reader.duration()), reader.spec().sample_rate))
-}
-
-/// Duration in milliseconds of a WAV produced by the converter.
-pub fn wav_duration_ms(wav: &[u8]) -> Option<u64> {
-    let (frames, rate) = wav_frames(wav)?;
-    (rate > 0).then(|| frames * 1000 / u64::from(rate))
 }

@@ -1,31 +1,28 @@
 //! Proxy mode's backend: calls to an OpenAI-compatible speech server, with a
 //! concurrency limit, retries on connection errors, a deadline, and its
-//! answers stored in the same content-addressed store as conversions (one
-//! backend call per identical deterministic request in flight).
+//! answers stored in a content-addressed store of their own (one backend
+//! call per identical deterministic request in flight).
+//!
+//! [`Upstream`] owns the transport and the store; [`openai`] owns what is
+//! said on the wire (payloads, URLs, request keys); [`answer`] the stored
+//! form of an answer.
 
 pub mod answer;
+pub mod openai;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opusgate_cache::{ComputeError, Key, Outcome, Store};
+use opusgate_cache::{ComputeError, Key, Outcome, Store, StoreConfig, StoreError};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::config::UpstreamConfig;
+use crate::config::{Config, UpstreamConfig};
+use crate::stats::names;
 use answer::Answer;
-
-/// Metric names of proxy mode.
-pub mod names {
-    /// Counter: backend calls by result (`ok`, `status`, `timeout`, `unavailable`).
-    pub const CALLS: &str = "opusgate_upstream_calls_total";
-    /// Histogram: backend call duration.
-    pub const DURATION: &str = "opusgate_upstream_duration_seconds";
-    /// Counter: answer-cache lookups by outcome.
-    pub const CACHE: &str = "opusgate_upstream_cache_total";
-}
+use openai::Request;
 
 /// Why a backend call gave no usable answer. Cloned to every coalesced waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,9 +51,21 @@ pub enum UpstreamError {
     BadAnswer(String),
 }
 
-/// A backend request, built again for each retry.
-pub type RequestBuilder =
-    Arc<dyn Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync>;
+/// Proxy mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The answer store did not open.
+    #[error("opening the answer store at {path}: {source}")]
+    Store {
+        /// The store directory.
+        path: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// The HTTP client could not be built.
+    #[error("building the backend client: {0}")]
+    Client(#[from] reqwest::Error),
+}
 
 /// Backend call counters.
 #[derive(Debug, Default)]
@@ -90,7 +99,7 @@ struct Inner {
     client: reqwest::Client,
     permits: Semaphore,
     stats: UpstreamStats,
-    store: Store,
+    store: Store<UpstreamError>,
 }
 
 /// An answer and where it came from.
@@ -103,8 +112,22 @@ pub struct Served {
 }
 
 impl Upstream {
-    /// A client for the configured backend, storing answers in `store`.
-    pub fn new(config: &UpstreamConfig, store: Store) -> Result<Upstream, reqwest::Error> {
+    /// Opens the answer store (`cache.dir`/upstream) and builds the client
+    /// for the configured backend. Starts whether or not proxy mode is on,
+    /// so that answers stored earlier stay counted.
+    pub async fn start(config: &Config) -> Result<Upstream, StartError> {
+        let dir = config.cache.upstream_dir();
+        let store = Store::open(StoreConfig {
+            memory_bytes: config.upstream.cache_memory_bytes,
+            disk_path: dir.clone(),
+            disk_bytes: config.upstream.cache_disk_bytes,
+        })
+        .await
+        .map_err(|source| StartError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let config = &config.upstream;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.timeout_seconds))
             .build()?;
@@ -138,9 +161,14 @@ impl Upstream {
         format!("{}{}", self.inner.config.url.trim_end_matches('/'), path)
     }
 
-    /// The answer store's counters.
-    pub fn store_stats(&self) -> opusgate_cache::StoreStats {
-        self.inner.store.stats()
+    /// The answer store (for its counters).
+    pub fn store(&self) -> &Store<UpstreamError> {
+        &self.inner.store
+    }
+
+    /// Makes every stored answer durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.store.flush().await
     }
 
     /// Counters.
@@ -164,10 +192,10 @@ impl Upstream {
     /// Answers `request` from the store when `cache_key` is given and the
     /// answer is stored; otherwise calls the backend (once per key in flight)
     /// and stores a success. Without a key the call is made directly.
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         cache_key: Option<Key>,
-        request: RequestBuilder,
+        request: Request,
     ) -> Result<Served, UpstreamError> {
         self.ensure_configured()?;
         let key = match cache_key {
@@ -190,7 +218,8 @@ impl Upstream {
             .await;
         match result {
             Ok((bytes, outcome)) => {
-                metrics::counter!(names::CACHE, "outcome" => outcome.as_str()).increment(1);
+                metrics::counter!(names::UPSTREAM_CACHE, "outcome" => outcome.as_str())
+                    .increment(1);
                 let answer = Answer::decode(&bytes).ok_or_else(|| {
                     UpstreamError::BadAnswer("a stored answer did not decode".into())
                 })?;
@@ -207,7 +236,7 @@ impl Upstream {
     }
 
     /// One backend call with the concurrency limit and retries.
-    async fn call(&self, request: RequestBuilder) -> Result<Answer, UpstreamError> {
+    async fn call(&self, request: Request) -> Result<Answer, UpstreamError> {
         let inner = &self.inner;
         let _permit = inner
             .permits
@@ -217,7 +246,7 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let mut builder = request(&inner.client, &inner.config.url);
+            let mut builder = request.build(&inner.client);
             if !inner.config.api_key.is_empty() {
                 builder = builder.bearer_auth(&inner.config.api_key);
             }
@@ -229,14 +258,14 @@ impl Upstream {
                 .stats
                 .total_micros
                 .fetch_add(micros, Ordering::Relaxed);
-            metrics::histogram!(names::DURATION).record(took.as_secs_f64());
+            metrics::histogram!(names::UPSTREAM_DURATION).record(took.as_secs_f64());
             let label = match &result {
                 Ok(_) => "ok",
                 Err(UpstreamError::Status { .. }) => "status",
                 Err(UpstreamError::Timeout(_)) => "timeout",
                 Err(_) => "unavailable",
             };
-            metrics::counter!(names::CALLS, "result" => label).increment(1);
+            metrics::counter!(names::UPSTREAM_CALLS, "result" => label).increment(1);
             match result {
                 Ok(mut answer) => {
                     answer.backend_seconds = took.as_secs_f64();
