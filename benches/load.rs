@@ -7,6 +7,9 @@
 //! -- cold fifty` runs those named (cold, fifty, single, hot, repeat, growth).
 //! It prints Markdown rows.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -14,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::routing::post;
-use opusgate::codec::{convert, encode_sample, ConvertOptions, SampleOptions};
+use opusgate::codec::{convert, ConvertOptions};
 use opusgate::config::Config;
 use opusgate::loadtest::{run_load, Clip, LoadtestArgs};
 use serde_json::Value;
+use support::clips::clip;
+use support::process::{store_dir, ServerProcess};
 
 /// A server running on its own runtime and threads, so that the client's
 /// work does not run on the server's threads.
@@ -110,15 +115,6 @@ impl Drop for Background {
             let _ = thread.join();
         }
     }
-}
-
-fn clip(seconds: f64, seed: u64) -> Vec<u8> {
-    encode_sample(&SampleOptions {
-        seconds,
-        seed,
-        ..SampleOptions::default()
-    })
-    .expect("sample")
 }
 
 /// Seeds no earlier run used, so that every clip is new to the store.
@@ -324,76 +320,25 @@ async fn hot(server: &Background) {
     );
 }
 
-/// The release binary as a child process, so that its memory is its own.
-struct ChildServer {
-    child: std::process::Child,
-    base: String,
-}
-
-impl ChildServer {
-    fn start(dir: &Path) -> ChildServer {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opusgate"))
-            .args(["serve", "--port", "0", "--log-format", "json"])
-            .current_dir(dir)
-            .env("OPUSGATE_CACHE__DIR", dir.join("store"))
-            .env("RUST_LOG", "warn,opusgate::server=info")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start opusgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next().expect("opusgate exited").expect("log line");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "opusgate listening" {
-                    break v["addr"].as_str().expect("addr").to_owned();
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        ChildServer {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Peak and current resident memory of the server process, MB.
-    fn rss_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map_or(0.0, |kb| kb / 1024.0)
-        };
-        (field("VmHWM:"), field("VmRSS:"))
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn repeat(tmp: &Path) {
     println!(
         "\n### 5. Repeat workload: 10,000 requests over 500 clips, Zipf s = 1.0, 50 connections\n"
     );
     let dir = tmp.join("repeat");
     std::fs::create_dir_all(&dir).expect("dir");
-    let server = ChildServer::start(&dir);
+    // The release binary as a child process, so that its memory is its own.
+    let server = ServerProcess::start(
+        &store_dir(&dir),
+        &[("RUST_LOG", "warn,opusgate::server=info".into())],
+    );
     let seed = fresh_seed();
     let uploads: Vec<Vec<u8>> = (0..500).map(|i| clip(10.0, seed + i)).collect();
     let mut a = args(&server.base, 50, Some(10_000), None);
     a.zipf = Some(1.0);
     let report = run_load(&a, clips(&uploads), false).await.expect("load");
     let s = report.server.clone().unwrap_or_default();
-    let (peak, now) = server.rss_mb();
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let (peak, now) = (mb(server.peak_rss_kb()), mb(server.rss_kb()));
     println!("| requests | success | hit rate (server) | conversions | requests/s | p99 ms | server peak RSS | server RSS after | memory tier capacity |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(

@@ -16,14 +16,18 @@
 //! by key, 10 % stats and health. The memory tier is 32 MiB and the disk
 //! tier 256 MiB, so both evict throughout.
 
-#[path = "../tests/reliability/mod.rs"]
-mod reliability;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reliability::{clip, fresh_wav, Server};
+use support::clips::{clip, fresh_wav};
+use support::http::{header, Api as _};
+use support::ogg::reserial;
+use support::process::{store_dir, ServerProcess};
+use support::rng::XorShift;
 
 const BASE_CLIPS: usize = 50;
 
@@ -32,41 +36,6 @@ fn env_secs(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Rewrites every page's serial number (and CRC): other bytes, same audio.
-fn reserial(ogg: &[u8], serial: u32) -> Vec<u8> {
-    let mut out = ogg.to_vec();
-    let mut at = 0;
-    while at + 27 <= out.len() {
-        let nseg = usize::from(out[at + 26]);
-        let body: usize = out[at + 27..at + 27 + nseg]
-            .iter()
-            .map(|&l| usize::from(l))
-            .sum();
-        let end = at + 27 + nseg + body;
-        out[at + 14..at + 18].copy_from_slice(&serial.to_le_bytes());
-        out[at + 22..at + 26].fill(0);
-        let crc = ogg_crc(&out[at..end]);
-        out[at + 22..at + 26].copy_from_slice(&crc.to_le_bytes());
-        at = end;
-    }
-    out
-}
-
-fn ogg_crc(data: &[u8]) -> u32 {
-    let mut crc = 0u32;
-    for &b in data {
-        crc ^= u32::from(b) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }
 
 #[derive(Default)]
@@ -103,8 +72,8 @@ fn main() {
 
 async fn soak(total: Duration, every: Duration, clients: usize) -> bool {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(
-        &dir.path().join("store"),
+    let server = ServerProcess::start(
+        &store_dir(dir.path()),
         &[
             ("OPUSGATE_CACHE__MEMORY_BYTES", (32u64 << 20).to_string()),
             (
@@ -135,13 +104,8 @@ async fn soak(total: Duration, every: Duration, clients: usize) -> bool {
             let (clips, expected, keys) = (clips.clone(), expected.clone(), keys.clone());
             let (counts, stop, failures) = (counts.clone(), stop.clone(), failures.clone());
             tokio::spawn(async move {
-                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1);
-                let mut next = move |m: u64| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state % m
-                };
+                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1));
+                let mut next = move |m: u64| rng.below(m);
                 let mut fresh = c as u32 * 1_000_000;
                 while !stop.load(Ordering::Relaxed) {
                     let roll = next(100);
@@ -150,13 +114,7 @@ async fn soak(total: Duration, every: Duration, clients: usize) -> bool {
                     let outcome: Result<(), String> = async {
                         let wav_of = |r: reqwest::Response| async move {
                             let status = r.status().as_u16();
-                            let etag = r
-                                .headers()
-                                .get("etag")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .trim_matches('"')
-                                .to_owned();
+                            let etag = header(&r, "etag").trim_matches('"').to_owned();
                             let body = r.bytes().await.map_err(|e| e.to_string())?;
                             Ok::<_, String>((status, etag, body))
                         };

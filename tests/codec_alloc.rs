@@ -3,13 +3,14 @@
 //! is refused without allocating anything near its 1.4 GB of PCM, and a normal
 //! conversion allocates its output once, at its final size.
 
-mod codec_support;
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use codec_support::*;
-use opusgate::codec::{convert, encode_sample, ConvertOptions, SampleOptions};
+use opusgate::codec::{convert, ConvertOptions};
+use support::clips::{clip, options};
+use support::hostile::long_stream;
 
 struct Counting;
 
@@ -64,19 +65,7 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 #[test]
 fn allocation_is_bounded_and_the_output_is_allocated_once() {
     // 12 hours of 120 ms packets (3 bytes each), about 1 MB of Ogg.
-    let packet = vec![(11 << 3) | 3, 2, 0xFF];
-    let audio: Vec<(Vec<u8>, u64)> = (0..360_000u64)
-        .map(|i| (packet.clone(), (i + 1) * 5760))
-        .collect();
-    let twelve_hours = mux(
-        3,
-        &opus_head(1, 1, 312, 0, 0, &[]),
-        &opus_tags(),
-        &audio,
-        255,
-        End::Eos,
-    );
-    drop(audio);
+    let twelve_hours = long_stream(12 * 3600 * 1000 / 120, None);
     let (result, peak) = peak_during(|| convert(&twelve_hours, &ConvertOptions::default()));
     assert_eq!(result.expect_err("too long").code(), "audio_too_long");
     assert!(
@@ -86,16 +75,8 @@ fn allocation_is_bounded_and_the_output_is_allocated_once() {
 
     // A 60 s clip to 48 kHz stereo: one allocation of the output's size, and
     // little else (packets are borrowed from the input).
-    let clip = encode_sample(&SampleOptions {
-        seconds: 60.0,
-        ..SampleOptions::default()
-    })
-    .expect("sample");
-    let opts = ConvertOptions {
-        rate: 48000,
-        channels: 2,
-        ..ConvertOptions::default()
-    };
+    let clip = clip(60.0, 1);
+    let opts = options(48000, 2);
     let wav_len = 44 + 60 * 48000 * 4;
     BIG_THRESHOLD.store(wav_len / 2, Ordering::SeqCst);
     let (out, peak) = peak_during(|| convert(&clip, &opts));

@@ -2,29 +2,14 @@
 //! binary: outputs equal the library's, every failure is reported with its
 //! file name, exit codes say what happened, stdin/stdout work.
 
-use std::io::Write;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use opusgate::codec::{convert, encode_sample, ConvertOptions, SampleOptions};
-
-fn opusgate(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opusgate"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run opusgate");
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(data).expect("write stdin");
-    }
-    child.wait_with_output().expect("opusgate output")
-}
+use opusgate::codec::convert;
+use support::clips::{self, fresh_wav, options};
+use support::process::run_cli;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -38,22 +23,17 @@ fn p(path: &Path) -> &str {
 fn sample_then_convert_matches_the_library() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = dir.path().join("clip.opus");
-    let o = opusgate(
+    let o = run_cli(
         &["sample", "--seconds", "1.5", "--seed", "3", "-o", p(&clip)],
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&clip).expect("clip");
-    let expected = encode_sample(&SampleOptions {
-        seconds: 1.5,
-        seed: 3,
-        ..SampleOptions::default()
-    })
-    .expect("sample");
+    let expected = clips::clip(1.5, 3);
     assert_eq!(bytes, expected);
 
     let wav = dir.path().join("out.wav");
-    let o = opusgate(
+    let o = run_cli(
         &[
             "convert",
             p(&clip),
@@ -67,27 +47,14 @@ fn sample_then_convert_matches_the_library() {
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let lib = convert(
-        &bytes,
-        &ConvertOptions {
-            rate: 24000,
-            channels: 2,
-            ..ConvertOptions::default()
-        },
-    )
-    .expect("lib");
+    let lib = convert(&bytes, &options(24000, 2)).expect("lib");
     assert_eq!(std::fs::read(&wav).expect("wav"), lib.wav);
 
     // Without -o or --out-dir the WAV goes next to the input.
-    let o = opusgate(&["convert", p(&clip)], None);
+    let o = run_cli(&["convert", p(&clip)], None);
     assert!(o.status.success(), "{}", stderr(&o));
     let beside = std::fs::read(dir.path().join("clip.wav")).expect("clip.wav");
-    assert_eq!(
-        beside,
-        convert(&bytes, &ConvertOptions::default())
-            .expect("lib")
-            .wav
-    );
+    assert_eq!(beside, fresh_wav(&bytes));
 }
 
 #[test]
@@ -98,16 +65,7 @@ fn many_files_report_each_failure_by_name_and_exit_1() {
     let mut inputs = Vec::new();
     for seed in 0..4 {
         let f = dir.path().join(format!("good{seed}.opus"));
-        std::fs::write(
-            &f,
-            encode_sample(&SampleOptions {
-                seconds: 0.5,
-                seed,
-                ..SampleOptions::default()
-            })
-            .expect("s"),
-        )
-        .expect("write");
+        std::fs::write(&f, clips::clip(0.5, seed)).expect("write");
         inputs.push(f);
     }
     let broken = dir.path().join("broken.opus");
@@ -119,7 +77,7 @@ fn many_files_report_each_failure_by_name_and_exit_1() {
     let mut args = vec!["convert", "--out-dir", p(&out), "-j", "2"];
     args.extend(inputs.iter().map(|f| p(f)));
     args.extend([p(&broken), p(&cut), p(&missing)]);
-    let o = opusgate(&args, None);
+    let o = run_cli(&args, None);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -147,7 +105,7 @@ fn many_files_report_each_failure_by_name_and_exit_1() {
     );
 
     // --lenient decodes the cut file.
-    let o = opusgate(
+    let o = run_cli(
         &["convert", "--lenient", "--out-dir", p(&out), p(&cut)],
         None,
     );
@@ -157,31 +115,19 @@ fn many_files_report_each_failure_by_name_and_exit_1() {
 
 #[test]
 fn stdin_to_stdout() {
-    let bytes = encode_sample(&SampleOptions {
-        seconds: 0.7,
-        seed: 9,
-        ..SampleOptions::default()
-    })
-    .expect("s");
-    let o = opusgate(&["convert", "-", "--rate", "8000"], Some(&bytes));
+    let bytes = clips::clip(0.7, 9);
+    let o = run_cli(&["convert", "-", "--rate", "8000"], Some(&bytes));
     assert!(o.status.success(), "{}", stderr(&o));
-    let lib = convert(
-        &bytes,
-        &ConvertOptions {
-            rate: 8000,
-            ..ConvertOptions::default()
-        },
-    )
-    .expect("lib");
+    let lib = convert(&bytes, &options(8000, 1)).expect("lib");
     assert_eq!(o.stdout, lib.wav);
 
-    let o = opusgate(
+    let o = run_cli(
         &["sample", "--seconds", "0.7", "--seed", "9", "-o", "-"],
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, bytes);
-    let other = opusgate(
+    let other = run_cli(
         &["sample", "--seconds", "0.7", "--seed", "10", "-o", "-"],
         None,
     );
@@ -192,28 +138,20 @@ fn stdin_to_stdout() {
 fn unusable_arguments_exit_2_with_the_allowed_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("a.opus");
-    std::fs::write(
-        &f,
-        encode_sample(&SampleOptions {
-            seconds: 0.3,
-            ..SampleOptions::default()
-        })
-        .expect("s"),
-    )
-    .expect("w");
-    let o = opusgate(&["convert", p(&f), "--rate", "44100"], None);
+    std::fs::write(&f, clips::clip(0.3, 1)).expect("w");
+    let o = run_cli(&["convert", p(&f), "--rate", "44100"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("8000, 12000, 16000, 24000, 48000"),
         "{}",
         stderr(&o)
     );
-    let o = opusgate(&["convert", p(&f), p(&f), "-o", "x.wav"], None);
+    let o = run_cli(&["convert", p(&f), p(&f), "-o", "x.wav"], None);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let o = opusgate(&["convert", p(&f), "--channels", "6"], None);
+    let o = run_cli(&["convert", p(&f), "--channels", "6"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("1 or 2"), "{}", stderr(&o));
-    let o = opusgate(&["sample", "--rate", "22050", "-o", "-"], None);
+    let o = run_cli(&["sample", "--rate", "22050", "-o", "-"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("[8000, 12000, 16000, 24000, 48000]"),
@@ -222,7 +160,7 @@ fn unusable_arguments_exit_2_with_the_allowed_values() {
     );
     let wav = dir.path().join("a.wav");
     std::fs::write(&wav, b"RIFF").expect("w");
-    let o = opusgate(&["convert", p(&wav)], None);
+    let o = run_cli(&["convert", p(&wav)], None);
     assert_eq!(
         o.status.code(),
         Some(2),

@@ -3,22 +3,19 @@
 //! valid layouts (multiplexed non-Opus streams, empty packets, several packets
 //! per page) decode like the plain stream.
 
-mod codec_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use codec_support::*;
 use opusgate::codec::head::packet_samples_48k;
 use opusgate::codec::{convert, encode_sample, ConvertOptions, Converted, SampleOptions};
-
-fn sample(seconds: f64, seed: u64) -> Vec<u8> {
-    encode_sample(&SampleOptions {
-        seconds,
-        seed,
-        ..SampleOptions::default()
-    })
-    .expect("sample")
-}
+use support::clips::{clip, options};
+use support::hostile::{
+    bad_crc, crowded, long_stream, one_packet_link, vorbis_stream, Parts, ODD_CBR_PACKET, WEBM,
+    ZERO_FRAMES_PACKET,
+};
+use support::ogg::{opus_head, pages, write_pages, End};
+use support::rng::XorShift;
 
 fn strict(input: &[u8]) -> Result<Converted, opusgate::codec::CodecError> {
     convert(input, &ConvertOptions::default())
@@ -41,11 +38,6 @@ fn code(r: Result<Converted, opusgate::codec::CodecError>) -> &'static str {
     }
 }
 
-/// Audio packets of a sample (one per page) with their granules.
-fn audio(bytes: &[u8]) -> Vec<(Vec<u8>, u64)> {
-    packets(bytes).split_off(2)
-}
-
 fn samples_of(audio: &[(Vec<u8>, u64)]) -> u64 {
     audio
         .iter()
@@ -57,7 +49,7 @@ fn samples_of(audio: &[(Vec<u8>, u64)]) -> u64 {
 fn inputs_that_are_not_ogg_are_unsupported_format() {
     let mut wav = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
     wav.resize(64, 0);
-    let webm = [0x1A, 0x45, 0xDF, 0xA3, 0x9F, 0x42, 0x86, 0x81];
+    let webm = WEBM;
     for input in [
         &b""[..],
         &wav,
@@ -73,9 +65,7 @@ fn inputs_that_are_not_ogg_are_unsupported_format() {
 
 #[test]
 fn ogg_without_an_opus_stream_is_unsupported_format() {
-    let mut head = b"\x01vorbis".to_vec();
-    head.resize(30, 0);
-    let vorbis = mux(7, &head, b"\x03vorbis", &[(vec![0; 20], 1024)], 1, End::Eos);
+    let vorbis = vorbis_stream(7, &[], &[(vec![0; 20], 1024)]);
     let err = strict(&vorbis).expect_err("vorbis only");
     assert_eq!(err.code(), "unsupported_format");
     assert!(err.to_string().contains("Vorbis"), "{err}");
@@ -83,9 +73,8 @@ fn ogg_without_an_opus_stream_is_unsupported_format() {
 
 #[test]
 fn bad_opus_heads_are_invalid_stream_or_unsupported_mapping() {
-    let base = sample(0.5, 1);
-    let a = audio(&base);
-    let build = |head: Vec<u8>| mux(9, &head, &opus_tags(), &a, 1, End::Eos);
+    let parts = Parts::of(&clip(0.5, 1), 9);
+    let build = |head: Vec<u8>| parts.with_head(&head);
     assert_eq!(code(strict(&build(opus_head(1, 1, 312, 0, 0, &[])))), "ok");
     assert_eq!(
         code(strict(&build(opus_head(16, 1, 312, 0, 0, &[])))),
@@ -120,12 +109,10 @@ fn bad_opus_heads_are_invalid_stream_or_unsupported_mapping() {
     assert_eq!(err.code(), "invalid_stream");
     assert!(err.to_string().contains("pre-skip"), "{err}");
     // The OpusTags header must follow.
-    let no_tags = mux(
-        9,
+    let no_tags = parts.build(
         &opus_head(1, 1, 312, 0, 0, &[]),
         b"NotTags!",
-        &a,
-        1,
+        &parts.audio,
         End::Eos,
     );
     assert_eq!(code(strict(&no_tags)), "invalid_stream");
@@ -133,15 +120,11 @@ fn bad_opus_heads_are_invalid_stream_or_unsupported_mapping() {
 
 #[test]
 fn a_page_failing_its_crc_is_invalid_stream() {
-    let mut bytes = sample(1.0, 2);
+    let good = clip(1.0, 2);
     // Flip a bit in the body of a page in the middle of the stream.
-    let p = pages(&bytes);
+    let p = pages(&good);
     let k = p.len() / 2;
-    let page_start: usize = p[..k]
-        .iter()
-        .map(|pg| 27 + pg.lacing.len() + pg.body.len())
-        .sum();
-    bytes[page_start + 27 + p[k].lacing.len() + p[k].body.len() / 2] ^= 0x40;
+    let bytes = bad_crc(&good, k, p[k].body.len() / 2, 0x40);
     let err = strict(&bytes).expect_err("corrupt");
     assert_eq!(err.code(), "invalid_stream");
     assert!(err.to_string().contains("CRC"), "{err}");
@@ -154,34 +137,31 @@ fn a_page_failing_its_crc_is_invalid_stream() {
 
 #[test]
 fn packets_the_decoder_rejects_are_invalid_stream() {
-    let base = sample(1.0, 3);
-    let head = &packets(&base)[0].0;
-    let mut a = audio(&base);
+    let parts = Parts::of(&clip(1.0, 3), 5);
+    let mut a = parts.audio.clone();
     // Code 1 (two equal frames) with an odd payload: libopus refuses it.
-    a[10].0 = vec![(9 << 3) | 1, 0xAA];
-    let err = strict(&mux(5, head, &opus_tags(), &a, 1, End::Eos)).expect_err("bad packet");
+    a[10].0 = ODD_CBR_PACKET.to_vec();
+    let err = strict(&parts.with_audio(&a)).expect_err("bad packet");
     assert_eq!(err.code(), "invalid_stream");
     assert!(
         err.to_string().contains("rejected by the Opus decoder"),
         "{err}"
     );
     // Code 3 with a frame count of 0: not an Opus packet at all.
-    a[10].0 = vec![(9 << 3) | 3, 0];
-    let err = strict(&mux(5, head, &opus_tags(), &a, 1, End::Eos)).expect_err("bad toc");
+    a[10].0 = ZERO_FRAMES_PACKET.to_vec();
+    let err = strict(&parts.with_audio(&a)).expect_err("bad toc");
     assert_eq!(err.code(), "invalid_stream");
     assert!(err.to_string().contains("not a valid Opus packet"), "{err}");
 }
 
 #[test]
 fn bad_granule_positions_are_invalid_stream() {
-    let base = sample(1.0, 4);
-    let head = &packets(&base)[0].0;
-    let a = audio(&base);
+    let parts = Parts::of(&clip(1.0, 4), 5);
     type Edit<'a> = &'a dyn Fn(&mut Vec<(Vec<u8>, u64)>);
     let with = |f: Edit| {
-        let mut x = a.clone();
+        let mut x = parts.audio.clone();
         f(&mut x);
-        strict(&mux(5, head, &opus_tags(), &x, 1, End::Eos))
+        strict(&parts.with_audio(&x))
     };
     assert_eq!(code(with(&|_| {})), "ok");
     assert_eq!(
@@ -209,16 +189,15 @@ fn bad_granule_positions_are_invalid_stream() {
 
 #[test]
 fn a_stream_without_eos_is_truncated_unless_lenient() {
-    let base = sample(1.0, 5);
-    let head = &packets(&base)[0].0;
-    let a = audio(&base);
-    let no_eos = mux(5, head, &opus_tags(), &a, 1, End::NoEos);
+    let base = clip(1.0, 5);
+    let parts = Parts::of(&base, 5);
+    let no_eos = parts.without_eos();
     let err = strict(&no_eos).expect_err("no eos");
     assert_eq!(err.code(), "truncated_stream");
     assert!(err.to_string().contains("lenient"), "{err}");
     // Lenient: every decoded sample after the pre-skip (nothing to end-trim by).
     let out = lenient(&no_eos).expect("lenient");
-    assert_eq!(out.frames, (samples_of(&a) - 312) / 3);
+    assert_eq!(out.frames, (samples_of(&parts.audio) - 312) / 3);
     let full = strict(&base).expect("full");
     assert!(out.frames > full.frames);
     assert_eq!(
@@ -230,13 +209,13 @@ fn a_stream_without_eos_is_truncated_unless_lenient() {
 
 #[test]
 fn cut_off_files_are_truncated_unless_lenient_which_decodes_the_intact_prefix() {
-    let full_bytes = sample(2.0, 6);
+    let full_bytes = clip(2.0, 6);
     let full = strict(&full_bytes).expect("full");
     let p = pages(&full_bytes);
     let page_ends: Vec<usize> = p
         .iter()
         .scan(0, |at, pg| {
-            *at += 27 + pg.lacing.len() + pg.body.len();
+            *at += pg.len();
             Some(*at)
         })
         .collect();
@@ -270,26 +249,6 @@ fn cut_off_files_are_truncated_unless_lenient_which_decodes_the_intact_prefix() 
     }
 }
 
-/// `n` packets of 120 ms each (two 60 ms SILK frames, CBR, one odd byte) that
-/// libopus would refuse, muxed with honest granules, 255 per page.
-fn long_stream(n: usize, last_granule: Option<u64>) -> Vec<u8> {
-    let packet = vec![(11 << 3) | 3, 2, 0xFF];
-    let mut a: Vec<(Vec<u8>, u64)> = (0..n)
-        .map(|i| (packet.clone(), (i as u64 + 1) * 5760))
-        .collect();
-    if let (Some(gp), Some(last)) = (last_granule, a.last_mut()) {
-        last.1 = gp;
-    }
-    mux(
-        77,
-        &opus_head(1, 1, 312, 0, 0, &[]),
-        &opus_tags(),
-        &a,
-        255,
-        End::Eos,
-    )
-}
-
 #[test]
 fn audio_too_long_is_refused_from_granules_before_decoding() {
     // 12 hours in 360 000 packets: refused as too long, although every packet
@@ -316,7 +275,7 @@ fn audio_too_long_is_refused_from_granules_before_decoding() {
 
 #[test]
 fn a_passed_deadline_is_a_conversion_timeout() {
-    let bytes = sample(1.0, 7);
+    let bytes = clip(1.0, 7);
     let opts = ConvertOptions {
         deadline: Some(Instant::now()),
         ..ConvertOptions::default()
@@ -331,17 +290,9 @@ fn a_passed_deadline_is_a_conversion_timeout() {
 
 #[test]
 fn bad_parameters_name_the_allowed_values() {
-    let bytes = sample(0.5, 8);
+    let bytes = clip(0.5, 8);
     for (rate, channels) in [(44100, 1), (0, 1), (16000, 0), (16000, 3)] {
-        let err = convert(
-            &bytes,
-            &ConvertOptions {
-                rate,
-                channels,
-                ..ConvertOptions::default()
-            },
-        )
-        .expect_err("bad");
+        let err = convert(&bytes, &options(rate, channels)).expect_err("bad");
         assert_eq!(err.code(), "bad_parameter");
         let msg = err.to_string();
         assert!(
@@ -353,7 +304,7 @@ fn bad_parameters_name_the_allowed_values() {
 
 #[test]
 fn no_panic_on_any_prefix_or_corruption() {
-    let bytes = sample(0.3, 9);
+    let bytes = clip(0.3, 9);
     for cut in 0..bytes.len() {
         for out in [strict(&bytes[..cut]), lenient(&bytes[..cut])]
             .into_iter()
@@ -364,13 +315,8 @@ fn no_panic_on_any_prefix_or_corruption() {
     }
     // Random edits with valid CRCs, so they reach the demuxer and decoder.
     let base = pages(&bytes);
-    let mut state = 0x1234_5678_9abc_def0u64;
-    let mut next = |m: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % m as u64) as usize
-    };
+    let mut rng = XorShift(0x1234_5678_9abc_def0);
+    let mut next = |m: usize| rng.index(m);
     for _ in 0..1500 {
         let mut p = base.clone();
         for _ in 0..1 + next(3) {
@@ -399,18 +345,13 @@ fn no_panic_on_any_prefix_or_corruption() {
 
 #[test]
 fn other_logical_streams_are_skipped() {
-    let bytes = sample(1.0, 10);
+    let bytes = clip(1.0, 10);
     let plain = strict(&bytes).expect("plain");
     // Interleave a fake Vorbis stream's pages with the Opus pages.
-    let mut vhead = b"\x01vorbis".to_vec();
-    vhead.resize(30, 0);
-    let vorbis = pages(&mux(
+    let vorbis = pages(&vorbis_stream(
         4242,
-        &vhead,
-        b"\x03vorbis",
+        &[],
         &[(vec![1; 300], 100), (vec![2; 300], 200)],
-        1,
-        End::Eos,
     ));
     let opus = pages(&bytes);
     let mut mixed = vec![opus[0].clone(), vorbis[0].clone()];
@@ -425,7 +366,7 @@ fn other_logical_streams_are_skipped() {
     }
     assert_eq!(strict(&write_pages(&mixed)).expect("multiplexed"), plain);
     // A chain with a Vorbis-only link between two Opus links.
-    let other = sample(0.5, 11);
+    let other = clip(0.5, 11);
     let mut chain = bytes.clone();
     chain.extend(write_pages(&vorbis));
     chain.extend(&other);
@@ -437,16 +378,13 @@ fn other_logical_streams_are_skipped() {
 
 #[test]
 fn empty_packets_and_packing_do_not_change_the_output() {
-    let bytes = sample(1.0, 12);
+    let bytes = clip(1.0, 12);
     let plain = strict(&bytes).expect("plain");
-    let head = &packets(&bytes)[0].0;
-    let mut a = audio(&bytes);
+    let parts = Parts::of(&bytes, 1);
+    let mut a = parts.audio.clone();
     let gp = a[3].1;
     a.insert(4, (Vec::new(), gp));
-    assert_eq!(
-        strict(&mux(1, head, &opus_tags(), &a, 1, End::Eos)).expect("empty packet"),
-        plain
-    );
+    assert_eq!(strict(&parts.with_audio(&a)).expect("empty packet"), plain);
     let packed = encode_sample(&SampleOptions {
         seconds: 1.0,
         seed: 12,
@@ -460,39 +398,14 @@ fn empty_packets_and_packing_do_not_change_the_output() {
 
 #[test]
 fn absurd_stream_counts_are_refused() {
-    let bytes = sample(0.2, 13);
-    let opus = pages(&bytes);
+    let opus = pages(&clip(0.2, 13));
     // 70 streams multiplexed into one link.
-    let mut crowd: Vec<Page> = (0..70)
-        .map(|i| Page {
-            flags: 2,
-            granule: 0,
-            serial: 1000 + i,
-            sequence: 0,
-            lacing: vec![4],
-            body: b"junk".to_vec(),
-        })
-        .collect();
-    crowd.extend(opus.iter().cloned());
-    assert_eq!(code(strict(&write_pages(&crowd))), "invalid_stream");
+    assert_eq!(code(strict(&crowded(70, &opus))), "invalid_stream");
     // 10 001 tiny chained links.
-    let link = mux(
-        5,
-        &opus_head(1, 1, 0, 0, 0, &[]),
-        &opus_tags(),
-        &[(vec![9 << 3], 960)],
-        1,
-        End::Eos,
-    );
-    let chain: Vec<u8> = std::iter::repeat_n(&link[..], 10_001)
-        .flatten()
-        .copied()
-        .collect();
+    let link = one_packet_link(&[9 << 3], 960);
+    let chain = link.repeat(10_001);
     assert_eq!(code(strict(&chain)), "invalid_stream");
-    let chain: Vec<u8> = std::iter::repeat_n(&link[..], 100)
-        .flatten()
-        .copied()
-        .collect();
+    let chain = link.repeat(100);
     assert_eq!(strict(&chain).expect("100 links").frames, 100 * 320);
 }
 
@@ -504,7 +417,7 @@ fn audio_too_long_says_at_least_when_more_links_may_follow() {
         max_duration: Duration::from_secs(5),
         ..ConvertOptions::default()
     };
-    let first = sample(5.01, 3);
+    let first = clip(5.01, 3);
     let alone = convert(&first, &opts).expect_err("over the limit");
     assert_eq!(alone.code(), "audio_too_long");
     assert!(
@@ -512,7 +425,7 @@ fn audio_too_long_says_at_least_when_more_links_may_follow() {
         "{alone}"
     );
     let mut chain = first.clone();
-    chain.extend_from_slice(&sample(1.0, 4));
+    chain.extend_from_slice(&clip(1.0, 4));
     let chained = convert(&chain, &opts).expect_err("over the limit");
     assert!(
         chained

@@ -9,15 +9,17 @@
 //! opusenc, opusdec and ffmpeg are required (CI installs them); a missing tool
 //! fails the test with a message saying so.
 
-mod codec_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use codec_support::*;
 use opusgate::codec::head::packet_samples_48k;
 use opusgate::codec::sample::speech_pcm;
 use opusgate::codec::SUPPORTED_RATES;
+use support::clips::{diff, music, ours};
+use support::ogg::{packets, pages, set_output_gain, write_pages};
+use support::tools::{ffmpeg_enc, ffmpeg_frames, opusdec, opusenc, require_tool, run};
 
 fn tools() {
     for t in ["opusenc", "opusdec", "ffmpeg"] {

@@ -3,25 +3,14 @@
 //! pre-skip 312), round-trips through the converter to the exact length and
 //! in time with the source, agrees with opusdec, and is deterministic per seed.
 
-mod codec_support;
+mod support;
 
-use codec_support::*;
 use opusgate::codec::head::packet_samples_48k;
 use opusgate::codec::sample::speech_pcm;
-use opusgate::codec::{convert, encode_sample, ConvertOptions, SampleOptions, SUPPORTED_RATES};
-
-fn conv(bytes: &[u8], rate: u32, channels: u8) -> Wav {
-    let out = convert(
-        bytes,
-        &ConvertOptions {
-            rate,
-            channels,
-            ..ConvertOptions::default()
-        },
-    )
-    .expect("convert");
-    parse_wav(&out.wav)
-}
+use opusgate::codec::{encode_sample, SampleOptions, SUPPORTED_RATES};
+use support::clips::{clip, diff, to_wav};
+use support::ogg::{packets, pages};
+use support::tools::{opusdec, require_tool};
 
 #[test]
 fn default_sample_is_shaped_like_the_real_client_stream() {
@@ -97,7 +86,7 @@ fn client_shaped_clip_round_trips_to_the_exact_length_in_time_with_its_source() 
     let bytes = encode_sample(&opts).expect("sample");
     for rate in SUPPORTED_RATES {
         assert_eq!(
-            conv(&bytes, rate, 1).frames(),
+            to_wav(&bytes, rate, 1).frames(),
             4 * rate as usize,
             "at {rate} Hz"
         );
@@ -105,7 +94,7 @@ fn client_shaped_clip_round_trips_to_the_exact_length_in_time_with_its_source() 
     // The decoded audio lines up with the synthetic source: the best
     // cross-correlation is at lag 0, so pre-skip was applied exactly.
     let source = speech_pcm(64_000, 16000, 1, 21);
-    let decoded = conv(&bytes, 16000, 1).samples;
+    let decoded = to_wav(&bytes, 16000, 1).samples;
     let corr = |lag: i64| -> f64 {
         (0..source.len() as i64)
             .filter_map(|i| {
@@ -161,7 +150,7 @@ fn sample_decodes_like_opusdec() {
         let frames48 = (opts.seconds * 48000.0).round() as usize;
         let reference = opusdec(&f, 48000);
         assert_eq!(reference.frames(), frames48, "{opts:?}");
-        let mine = conv(&std::fs::read(&f).expect("read"), 48000, opts.channels);
+        let mine = to_wav(&std::fs::read(&f).expect("read"), 48000, opts.channels);
         let (max, snr) = diff(&reference.samples, &mine.samples);
         assert!(max <= 1, "{opts:?}: {max} LSB from opusdec ({snr:.1} dB)");
     }
@@ -169,24 +158,9 @@ fn sample_decodes_like_opusdec() {
 
 #[test]
 fn seeds_make_different_clips_and_the_same_seed_the_same_bytes() {
-    let a = encode_sample(&SampleOptions {
-        seconds: 1.0,
-        seed: 1,
-        ..SampleOptions::default()
-    })
-    .expect("a");
-    let a2 = encode_sample(&SampleOptions {
-        seconds: 1.0,
-        seed: 1,
-        ..SampleOptions::default()
-    })
-    .expect("a2");
-    let b = encode_sample(&SampleOptions {
-        seconds: 1.0,
-        seed: 2,
-        ..SampleOptions::default()
-    })
-    .expect("b");
+    let a = clip(1.0, 1);
+    let a2 = clip(1.0, 1);
+    let b = clip(1.0, 2);
     assert_eq!(a, a2);
     assert_ne!(
         packets(&a)[2..],
@@ -198,9 +172,9 @@ fn seeds_make_different_clips_and_the_same_seed_the_same_bytes() {
         pages(&b)[0].serial,
         "different seeds share a serial number"
     );
-    assert_ne!(conv(&a, 16000, 1), conv(&b, 16000, 1));
+    assert_ne!(to_wav(&a, 16000, 1), to_wav(&b, 16000, 1));
     // Conversion is deterministic too.
-    assert_eq!(conv(&a, 24000, 2), conv(&a, 24000, 2));
+    assert_eq!(to_wav(&a, 24000, 2), to_wav(&a, 24000, 2));
 }
 
 #[test]

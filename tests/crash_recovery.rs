@@ -5,7 +5,7 @@
 //! conversion of its upload: no torn or stale record is ever served, from
 //! `POST /api/v1/convert` or from `GET /api/v1/audio/{key}`.
 
-mod reliability;
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reliability::{clip, fresh_wav, store_dir, Server};
+use support::clips::{clip, fresh_wav};
+use support::http::{header, Api as _};
+use support::process::{store_dir, ServerProcess};
 
 const CLIENTS: usize = 50;
 const CLIPS: usize = 60;
@@ -36,8 +38,8 @@ struct Tally {
     wrong: Mutex<Vec<String>>,
 }
 
-fn start(dir: &Path) -> Server {
-    Server::start(
+fn start(dir: &Path) -> ServerProcess {
+    ServerProcess::start(
         &store_dir(dir),
         &[
             ("OPUSGATE_CONVERSION__WORKERS", "2".into()),
@@ -85,19 +87,8 @@ async fn load(
                         }
                     };
                     let status = response.status().as_u16();
-                    let cache = response
-                        .headers()
-                        .get("x-cache")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    let etag = response
-                        .headers()
-                        .get("etag")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .trim_matches('"')
-                        .to_owned();
+                    let cache = header(&response, "x-cache").to_owned();
+                    let etag = header(&response, "etag").trim_matches('"').to_owned();
                     let Ok(body) = response.bytes().await else {
                         tally.errors.fetch_add(1, Ordering::SeqCst);
                         continue;
@@ -124,7 +115,7 @@ async fn load(
 }
 
 /// Every key seen so far answers, by key, either 404 or exactly its WAV.
-async fn check_by_key(server: &Server, corpus: &Corpus) -> (usize, usize) {
+async fn check_by_key(server: &ServerProcess, corpus: &Corpus) -> (usize, usize) {
     let client = reqwest::Client::new();
     let keys: Vec<(usize, String)> = corpus.keys.lock().unwrap().clone().into_iter().collect();
     let (mut found, mut missing) = (0, 0);

@@ -11,7 +11,7 @@
 //! - 200 clients that disconnect right after sending leave no conversion
 //!   running or queued, no connection open and no memory behind.
 
-mod reliability;
+mod support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
@@ -19,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reliability::{clip, fresh_wav, header, store_dir, Server};
 use serde_json::Value;
+use support::clips::{clip, fresh_wav};
+use support::http::{header, Api as _};
+use support::process::{store_dir, ServerProcess};
 
 fn parse_key(etag_key: &str) -> opusgate_cache::Key {
     opusgate_cache::Key::from_hex(etag_key).expect("an ETag is a key")
@@ -52,15 +54,10 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
     let uploads: Vec<Vec<u8>> = (0..14).map(|i| clip(1.5, 300 + i)).collect();
     let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
 
-    let server = Server::start(&store, &[]);
+    let server = ServerProcess::start(&store, &[]);
     let mut keys = Vec::new();
     for upload in &uploads {
-        let r = client
-            .post(server.url("/api/v1/convert"))
-            .body(upload.clone())
-            .send()
-            .await
-            .expect("convert");
+        let r = server.post_convert(&client, "", upload.clone()).await;
         assert_eq!(r.status(), 200);
         keys.push(header(&r, "etag").trim_matches('"').to_owned());
     }
@@ -75,21 +72,13 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
         let record = std::fs::read(&path).expect("every conversion was stored");
         std::fs::write(&path, damage(i, &record)).expect("write the damaged record");
     }
-    {
-        let db = sled::open(&disk_path).expect("open the store's index with sled");
-        let meta = db.open_tree(opusgate_cache::META_TREE).expect("meta tree");
-        let meta_key = parse_key(&keys[damaged_values]);
-        assert!(
-            meta.contains_key(meta_key.as_bytes()).expect("read"),
-            "entry present"
-        );
-        meta.insert(meta_key.as_bytes(), &b"short"[..])
-            .expect("damage a recency entry");
-        db.flush().expect("flush");
-    }
+    let meta_key = parse_key(&keys[damaged_values]);
+    let present = opusgate_cache::test_support::damage_index_entry(&disk_path, &meta_key)
+        .expect("damage a recency entry");
+    assert!(present, "entry present");
     let damaged = damaged_values + 1;
 
-    let server = Server::start(&store, &[]);
+    let server = ServerProcess::start(&store, &[]);
     // Found at open: the damaged recency entry (dropped with its record)
     // and the three records whose length changed (kinds 6, 7 and 8); the
     // other six look whole until read.
@@ -139,7 +128,7 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
     assert!(exit.success());
 
     // The reconverted values were stored again: all hit disk now.
-    let server = Server::start(&store, &[]);
+    let server = ServerProcess::start(&store, &[]);
     for (i, upload) in uploads.iter().enumerate() {
         let (status, cache, body) = server.convert(&client, upload).await;
         assert_eq!((status, cache.as_str()), (200, "hit-disk"), "clip {i}");
@@ -186,7 +175,7 @@ async fn a_full_disk_costs_the_disk_tier_only() {
     let uploads: Vec<Vec<u8>> = (0..60).map(|i| clip(2.5, 900 + i)).collect();
     let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
 
-    let mut server = Server::start(
+    let mut server = ServerProcess::start(
         &store,
         &[
             ("OPUSGATE_CACHE__MEMORY_BYTES", (64u64 << 20).to_string()),
@@ -240,12 +229,7 @@ async fn a_full_disk_costs_the_disk_tier_only() {
         "{warnings} warnings for {failures} failures in {intervals} intervals"
     );
     assert!(server.alive(), "the server died on a full disk");
-    let health = client
-        .get(server.url("/api/v1/health"))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), 200);
+    assert_eq!(server.health(&client).await, 200);
     assert_eq!(server.log_count("panicked"), 0, "{}", server.log_text());
     // Shutdown neither hangs nor fails: every answer was sent, and a final
     // flush that finds no room is logged, not turned into an exit status.
@@ -257,11 +241,11 @@ async fn a_full_disk_costs_the_disk_tier_only() {
 #[tokio::test]
 async fn a_client_sending_1_byte_per_second_gets_408() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(
+    let server = ServerProcess::start(
         &store_dir(dir.path()),
         &[("OPUSGATE_SERVER__REQUEST_READ_TIMEOUT_SECONDS", "2".into())],
     );
-    let addr = server.base.trim_start_matches("http://").to_owned();
+    let addr = server.addr();
     let started = Instant::now();
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::Read as _;
@@ -326,7 +310,7 @@ async fn a_client_sending_1_byte_per_second_gets_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_vanishing_clients_leak_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&store_dir(dir.path()), &[]);
+    let server = ServerProcess::start(&store_dir(dir.path()), &[]);
     let client = reqwest::Client::new();
     let uploads: Vec<Vec<u8>> = (0..200).map(|i| clip(1.0, 2000 + i)).collect();
     // Warm up, then measure.
@@ -334,7 +318,7 @@ async fn two_hundred_vanishing_clients_leak_nothing() {
     assert_eq!(status, 200);
     let (rss_before, fds_before) = (server.rss_kb(), server.open_fds());
 
-    let addr = server.base.trim_start_matches("http://").to_owned();
+    let addr = server.addr();
     let senders: Vec<_> = uploads
         .iter()
         .cloned()

@@ -14,11 +14,12 @@
 //!
 //! The slow *body* (408) is `faults::a_client_sending_1_byte_per_second_gets_408`.
 
-mod reliability;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use reliability::{store_dir, Server};
+use support::http::Api as _;
+use support::process::{store_dir, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,18 +32,14 @@ const WITHIN: Duration = Duration::from_secs(10);
 /// What the server logs when it closes a connection for a late head.
 const TIMEOUT_LOG: &str = "request head not received";
 
-fn start(dir: &tempfile::TempDir, header_timeout: &str) -> Server {
-    Server::start(
+fn start(dir: &tempfile::TempDir, header_timeout: &str) -> ServerProcess {
+    ServerProcess::start(
         &store_dir(dir.path()),
         &[(
             "OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS",
             header_timeout.into(),
         )],
     )
-}
-
-fn addr(server: &Server) -> String {
-    server.base.trim_start_matches("http://").to_owned()
 }
 
 /// How the server ended a connection.
@@ -84,7 +81,7 @@ fn assert_no_answer_or_408(answer: &[u8]) {
 }
 
 /// Polls the server's log until `needle` appears `n` times (at most 10 s).
-async fn wait_log(server: &Server, needle: &str, n: usize) {
+async fn wait_log(server: &ServerProcess, needle: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.log_count(needle) < n {
         assert!(
@@ -98,7 +95,7 @@ async fn wait_log(server: &Server, needle: &str, n: usize) {
 }
 
 /// Health answers and a new upload gets exactly its WAV.
-async fn still_serves(server: &Server) {
+async fn still_serves(server: &ServerProcess) {
     server.still_serves(&reqwest::Client::new(), 77).await;
 }
 
@@ -135,7 +132,7 @@ async fn half_a_request_line_is_cut_off_after_the_header_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&dir, TIMEOUT);
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr(&server)).await.expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     stream
         .write_all(b"POST /api/v1/convert HT")
         .await
@@ -161,7 +158,7 @@ async fn a_connection_that_sends_nothing_is_cut_off_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&dir, TIMEOUT);
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr(&server)).await.expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     let (answer, closed) = read_until_closed(&mut stream, WITHIN).await;
     let took = started.elapsed();
     eprintln!("silent connection: closed after {took:?} ({closed:?})");
@@ -176,7 +173,7 @@ async fn a_head_trickled_past_the_deadline_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&dir, TIMEOUT);
     let started = Instant::now();
-    let mut stream = TcpStream::connect(addr(&server)).await.expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     stream
         .write_all(b"GET /api/v1/health HTTP/1.1\r\nX-Slow: ")
@@ -214,7 +211,7 @@ async fn a_head_sent_slowly_within_the_deadline_is_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 2 s here, so that a head spread over about 1.2 s is well within it.
     let server = start(&dir, "2");
-    let host = addr(&server);
+    let host = server.addr();
     let head = format!("GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let started = Instant::now();
     let mut stream = TcpStream::connect(&host).await.expect("connect");
@@ -244,7 +241,7 @@ async fn a_head_sent_slowly_within_the_deadline_is_answered() {
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(&dir, TIMEOUT);
-    let host = addr(&server);
+    let host = server.addr();
     let request = format!("GET /api/v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n");
     let mut stream = TcpStream::connect(&host).await.expect("connect");
     // Keep-alive works: two requests, 300 ms apart, on one connection.
@@ -273,7 +270,7 @@ async fn fifty_stalled_connections_give_their_descriptors_back() {
     let fds_before = server.open_fds();
     let mut streams = Vec::new();
     for _ in 0..50 {
-        let mut stream = TcpStream::connect(addr(&server)).await.expect("connect");
+        let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
         stream
             .write_all(b"POST /api/v1/convert HT")
             .await
@@ -332,7 +329,7 @@ async fn running_out_of_descriptors_does_not_stop_the_server() {
     set_soft_nofile(pid, server.open_fds() + 2);
     let mut streams = Vec::new();
     for _ in 0..10 {
-        streams.push(TcpStream::connect(addr(&server)).await.expect("connect"));
+        streams.push(TcpStream::connect(server.addr()).await.expect("connect"));
     }
     wait_log(&server, "accepting a connection failed", 1).await;
     set_soft_nofile(pid, soft);
@@ -351,13 +348,13 @@ async fn a_stalled_client_holds_up_shutdown_no_longer_than_the_header_timeout() 
     let dir = tempfile::tempdir().expect("tempdir");
     // The grace period stays at its default, 30 s.
     let server = start(&dir, TIMEOUT);
-    let mut stalled = TcpStream::connect(addr(&server)).await.expect("connect");
+    let mut stalled = TcpStream::connect(server.addr()).await.expect("connect");
     stalled
         .write_all(b"POST /api/v1/convert HT")
         .await
         .expect("half a request line");
     // And one that has sent nothing (hyper closes those at once on shutdown).
-    let _silent = TcpStream::connect(addr(&server)).await.expect("connect");
+    let _silent = TcpStream::connect(server.addr()).await.expect("connect");
     // Let the server take both in before it is told to stop.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();

@@ -4,14 +4,22 @@
 //! server's RSS after the whole corpus is within 20 MB of before, and a
 //! normal request still gets the exact WAV afterwards.
 
-mod codec_support;
-mod reliability;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use codec_support::{mux, opus_head, opus_tags, packets, pages, write_pages, End, Page};
-use reliability::{clip, store_dir, Server};
 use serde_json::Value;
+use support::clips::clip;
+use support::hostile::{
+    bad_crc, crowded, one_packet_link, vorbis_stream, Parts, ODD_CBR_PACKET, PNG, WEBM,
+    ZERO_FRAMES_PACKET,
+};
+use support::http::Api as _;
+use support::ogg::{
+    fix_crc, mux, opus_head, opus_tags, opus_tags_raw, page_offset, pages, write_pages, End, Page,
+};
+use support::process::{store_dir, ServerProcess};
+use support::rng::noise;
 
 /// Upload limit of the server under test (and so of the two limit cases).
 const LIMIT: usize = 2 * 1024 * 1024;
@@ -54,51 +62,6 @@ fn add(cases: &mut Vec<Case>, name: impl Into<String>, body: Vec<u8>, expect: (u
     cases.push(case(name, body, expect.0, expect.1));
 }
 
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, mut state: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect()
-}
-
-/// Byte offset of page `k` in the serialization of `p`.
-fn page_offset(p: &[Page], k: usize) -> usize {
-    p[..k]
-        .iter()
-        .map(|pg| 27 + pg.lacing.len() + pg.body.len())
-        .sum()
-}
-
-/// Recomputes the CRC of the page at `off` over the extent its (possibly
-/// edited) lacing table claims.
-fn recrc(bytes: &mut [u8], off: usize) {
-    let nseg = usize::from(bytes[off + 26]);
-    let body: usize = bytes[off + 27..off + 27 + nseg]
-        .iter()
-        .map(|&l| usize::from(l))
-        .sum();
-    let end = off + 27 + nseg + body;
-    bytes[off + 22..off + 26].fill(0);
-    let crc = codec_support::ogg_crc(&bytes[off..end]);
-    bytes[off + 22..off + 26].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// An OpusTags packet with the given vendor length field, vendor bytes,
-/// comment count field and raw comment area.
-fn tags(vendor_len: u32, vendor: &[u8], count: u32, comments: &[u8]) -> Vec<u8> {
-    let mut t = b"OpusTags".to_vec();
-    t.extend_from_slice(&vendor_len.to_le_bytes());
-    t.extend_from_slice(vendor);
-    t.extend_from_slice(&count.to_le_bytes());
-    t.extend_from_slice(comments);
-    t
-}
-
 /// A multipart/form-data body with the given (field name, bytes) parts.
 fn multipart(boundary: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -132,13 +95,11 @@ fn multipart_case(
 /// The corpus, built from one good clip (`good`, 6 s) and its pieces.
 fn corpus(good: &[u8]) -> Vec<Case> {
     let mut c = Vec::new();
-    let pk = packets(good);
-    let head = pk[0].0.clone();
-    let audio: Vec<(Vec<u8>, u64)> = pk[2..].to_vec();
-    let serial = 0x0BAD_CAFE;
-    let with_head = |h: Vec<u8>| mux(serial, &h, &opus_tags(), &audio, 1, End::Eos);
-    let with_tags = |t: Vec<u8>| mux(serial, &head, &t, &audio, 1, End::Eos);
-    let with_audio = |a: &[(Vec<u8>, u64)]| mux(serial, &head, &opus_tags(), a, 1, End::Eos);
+    let parts = Parts::of(good, 0x0BAD_CAFE);
+    let audio = &parts.audio;
+    let with_head = |h: Vec<u8>| parts.with_head(&h);
+    let with_tags = |t: Vec<u8>| parts.with_tags(&t);
+    let with_audio = |a: &[(Vec<u8>, u64)]| parts.with_audio(a);
     let good_pages = pages(good);
 
     // Not Ogg at all.
@@ -157,12 +118,12 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     let mut mp3 = vec![0xFF, 0xFB, 0x90, 0x64];
     mp3.extend(noise(1000, 11));
     add(&mut c, "MP3 frame without a tag", mp3, UNSUPPORTED);
-    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde".to_vec();
+    let png = PNG.to_vec();
     add(&mut c, "PNG", png, UNSUPPORTED);
     let mut gz = vec![0x1F, 0x8B, 0x08, 0, 0, 0, 0, 0, 0, 3];
     gz.extend(noise(500, 12));
     add(&mut c, "gzip", gz, UNSUPPORTED);
-    let mut webm = vec![0x1A, 0x45, 0xDF, 0xA3, 0x9F, 0x42, 0x86, 0x81];
+    let mut webm = WEBM.to_vec();
     webm.extend(noise(500, 13));
     add(&mut c, "WebM", webm, UNSUPPORTED);
     add(
@@ -173,14 +134,11 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     );
 
     // Ogg without Opus.
-    let mut vorbis_head = b"\x01vorbis".to_vec();
-    vorbis_head.extend_from_slice(&[0, 0, 0, 0, 1, 0x44, 0xAC, 0, 0]);
-    vorbis_head.resize(30, 0);
     let vorbis_audio = [(noise(200, 14), 1024), (noise(200, 15), 2048)];
     add(
         &mut c,
         "Ogg Vorbis",
-        mux(3, &vorbis_head, b"\x03vorbis", &vorbis_audio, 1, End::Eos),
+        vorbis_stream(3, &[0, 0, 0, 0, 1, 0x44, 0xAC, 0, 0], &vorbis_audio),
         UNSUPPORTED,
     );
     add(
@@ -268,12 +226,10 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     add(
         &mut c,
         "pre-skip larger than the stream",
-        mux(
-            serial,
+        parts.build(
             &opus_head(1, 1, 65_535, 0, 0, &[]),
             &opus_tags(),
             &audio[..20],
-            1,
             End::Eos,
         ),
         INVALID,
@@ -305,13 +261,13 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     add(
         &mut c,
         "OpusTags comment count pointing past the end",
-        with_tags(tags(4, b"test", 1_000_000, b"")),
+        with_tags(opus_tags_raw(4, b"test", 1_000_000, b"")),
         INVALID,
     );
     add(
         &mut c,
         "OpusTags vendor length pointing past the end",
-        with_tags(tags(u32::MAX, b"test", 0, b"")),
+        with_tags(opus_tags_raw(u32::MAX, b"test", 0, b"")),
         INVALID,
     );
     let mut comment = 1_000_000u32.to_le_bytes().to_vec();
@@ -319,24 +275,23 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     add(
         &mut c,
         "OpusTags comment length pointing past the end",
-        with_tags(tags(4, b"test", 1, &comment)),
+        with_tags(opus_tags_raw(4, b"test", 1, &comment)),
         INVALID,
     );
 
     // Page framing.
-    {
-        let mut bytes = good.to_vec();
-        let k = good_pages.len() / 2;
-        let off = page_offset(&good_pages, k);
-        bytes[off + 27 + good_pages[k].lacing.len()] ^= 0x10;
-        add(&mut c, "a page with a bad CRC", bytes, INVALID);
-    }
+    add(
+        &mut c,
+        "a page with a bad CRC",
+        bad_crc(good, good_pages.len() / 2, 0, 0x10),
+        INVALID,
+    );
     {
         let mut bytes = good.to_vec();
         let k = good_pages.len() / 2;
         let off = page_offset(&good_pages, k);
         bytes[off + 4] = 1;
-        recrc(&mut bytes, off);
+        fix_crc(&mut bytes, off);
         add(&mut c, "a page with structure version 1", bytes, INVALID);
     }
     {
@@ -348,7 +303,7 @@ fn corpus(good: &[u8]) -> Vec<Case> {
         let lace = &mut bytes[off + 27];
         assert!(*lace < 200, "a short audio packet to grow");
         *lace += 40;
-        recrc(&mut bytes, off);
+        fix_crc(&mut bytes, off);
         add(
             &mut c,
             "bad lacing: a page swallowing the next",
@@ -480,7 +435,7 @@ fn corpus(good: &[u8]) -> Vec<Case> {
     // Packets.
     {
         let mut a = audio.clone();
-        a[30].0 = vec![(9 << 3) | 3, 0];
+        a[30].0 = ZERO_FRAMES_PACKET.to_vec();
         add(
             &mut c,
             "invalid TOC: code 3 with 0 frames",
@@ -494,7 +449,7 @@ fn corpus(good: &[u8]) -> Vec<Case> {
             with_audio(&a),
             INVALID,
         );
-        a[30].0 = vec![(9 << 3) | 1, 0xAA];
+        a[30].0 = ODD_CBR_PACKET.to_vec();
         add(
             &mut c,
             "invalid packet: two CBR frames of odd total length",
@@ -560,36 +515,13 @@ fn corpus(good: &[u8]) -> Vec<Case> {
 
     // Streams and chains.
     {
-        let link = mux(
-            5,
-            &opus_head(1, 1, 0, 0, 0, &[]),
-            &opus_tags(),
-            &[(vec![16 << 3], 120)],
-            1,
-            End::Eos,
-        );
-        let chain: Vec<u8> = std::iter::repeat(&link[..])
-            .take(10_001)
-            .flatten()
-            .copied()
-            .collect();
+        let chain = one_packet_link(&[16 << 3], 120).repeat(10_001);
         assert!(chain.len() < LIMIT);
         add(&mut c, "10 001 chained links", chain, INVALID);
-        let mut crowd: Vec<Page> = (0..70)
-            .map(|i| Page {
-                flags: 0x02,
-                granule: 0,
-                serial: 1000 + i,
-                sequence: 0,
-                lacing: vec![4],
-                body: b"junk".to_vec(),
-            })
-            .collect();
-        crowd.extend(good_pages.iter().cloned());
         add(
             &mut c,
             "70 streams multiplexed in one link",
-            write_pages(&crowd),
+            crowded(70, &good_pages),
             INVALID,
         );
         let mut twins = vec![good_pages[0].clone(), good_pages[0].clone()];
@@ -600,8 +532,7 @@ fn corpus(good: &[u8]) -> Vec<Case> {
             write_pages(&twins),
             INVALID,
         );
-        let no_eos = mux(6, &head, &opus_tags(), &audio, 1, End::NoEos);
-        let mut chained = no_eos;
+        let mut chained = Parts::of(good, 6).without_eos();
         chained.extend_from_slice(good);
         add(
             &mut c,
@@ -709,7 +640,7 @@ fn corpus(good: &[u8]) -> Vec<Case> {
 #[tokio::test]
 async fn every_hostile_upload_gets_its_4xx_quickly_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(
+    let server = ServerProcess::start(
         &store_dir(dir.path()),
         &[
             ("OPUSGATE_LIMITS__MAX_UPLOAD_BYTES", LIMIT.to_string()),
@@ -738,23 +669,8 @@ async fn every_hostile_upload_gets_its_4xx_quickly_and_the_server_keeps_serving(
 
     // A valid OpusHead version below 16 is accepted (RFC 7845 5.1: versions
     // 0 to 15 share the format), so version 2 is a 200, not a hostile case.
-    let v2 = {
-        let pk = packets(&good);
-        mux(
-            1,
-            &opus_head(2, 1, 312, 0, 0, &[]),
-            &opus_tags(),
-            &pk[2..],
-            1,
-            End::Eos,
-        )
-    };
-    let r = client
-        .post(server.url("/api/v1/convert"))
-        .body(v2)
-        .send()
-        .await
-        .expect("v2");
+    let v2 = Parts::of(&good, 1).with_head(&opus_head(2, 1, 312, 0, 0, &[]));
+    let r = server.post_convert(&client, "", v2).await;
     assert_eq!(r.status(), 200, "OpusHead version 2 must be accepted");
 
     // Warm up (buffers, worker threads), then measure.
@@ -792,7 +708,7 @@ async fn every_hostile_upload_gets_its_4xx_quickly_and_the_server_keeps_serving(
                     continue;
                 }
             },
-            Body::Chunked(b) => chunked_post(&server.base, b).await,
+            Body::Chunked(b) => chunked_post(&server.addr(), b).await,
         };
         let took = started.elapsed();
         if took > slowest.0 {
@@ -808,7 +724,7 @@ async fn every_hostile_upload_gets_its_4xx_quickly_and_the_server_keeps_serving(
                 case.code,
                 v["message"].as_str().unwrap_or("")
             ));
-        } else if v["message"].as_str().map_or(true, str::is_empty) {
+        } else if v["message"].as_str().is_none_or(str::is_empty) {
             failures.push(format!("{}: no message", case.name));
         }
         if took > Duration::from_secs(1) {
@@ -849,9 +765,9 @@ async fn every_hostile_upload_gets_its_4xx_quickly_and_the_server_keeps_serving(
 
 /// POSTs `body` to `/api/v1/convert` with chunked transfer encoding (no
 /// Content-Length) over a raw connection; returns the status and body.
-async fn chunked_post(base: &str, body: &[u8]) -> (u16, Vec<u8>) {
+async fn chunked_post(addr: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://").to_owned();
+    let addr = addr.to_owned();
     let stream = tokio::net::TcpStream::connect(&addr)
         .await
         .expect("connect");

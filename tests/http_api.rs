@@ -2,16 +2,18 @@
 //! through both tiers, single-flight, the conversion limits, every error
 //! code, auth, and the monitoring endpoints.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{clip, config_in, data_dir, header, post_convert, wav_info, TestServer};
-use opusgate::codec::{convert, ConvertOptions};
 use serde_json::Value;
+use support::clips::{clip, fresh_wav, wav_info};
+use support::hostile::PNG;
+use support::http::{convert_at, header, Api as _};
+use support::server::{config_in, data_dir, TestServer};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -21,11 +23,11 @@ fn client() -> reqwest::Client {
 async fn round_trip_through_memory_and_disk() {
     let dir = data_dir();
     let upload = clip(3.0, 1);
-    let expected = convert(&upload, &ConvertOptions::default()).unwrap().wav;
+    let expected = fresh_wav(&upload);
     let server = TestServer::start(config_in(dir.path())).await;
     let c = client();
 
-    let first = post_convert(&c, &server, "", upload.clone()).await;
+    let first = server.post_convert(&c, "", upload.clone()).await;
     assert_eq!(first.status(), 200);
     assert_eq!(header(&first, "content-type"), "audio/wav");
     assert_eq!(header(&first, "x-cache"), "miss");
@@ -45,13 +47,15 @@ async fn round_trip_through_memory_and_disk() {
     );
     assert_eq!(wav_info(&body), (48_000, 16_000, 1));
 
-    let again = post_convert(&c, &server, "", upload.clone()).await;
+    let again = server.post_convert(&c, "", upload.clone()).await;
     assert_eq!(header(&again, "x-cache"), "hit-memory");
     assert_eq!(header(&again, "etag").trim_matches('"'), key);
     assert_eq!(again.bytes().await.unwrap(), body);
 
     // Other parameters are another key.
-    let stereo = post_convert(&c, &server, "?rate=48000&channels=2", upload.clone()).await;
+    let stereo = server
+        .post_convert(&c, "?rate=48000&channels=2", upload.clone())
+        .await;
     assert_eq!(stereo.status(), 200);
     assert_eq!(header(&stereo, "x-cache"), "miss");
     assert_ne!(header(&stereo, "etag").trim_matches('"'), key);
@@ -62,10 +66,10 @@ async fn round_trip_through_memory_and_disk() {
 
     server.stop().await;
     let server = TestServer::start(config_in(dir.path())).await;
-    let from_disk = post_convert(&c, &server, "", upload.clone()).await;
+    let from_disk = server.post_convert(&c, "", upload.clone()).await;
     assert_eq!(header(&from_disk, "x-cache"), "hit-disk");
     assert_eq!(from_disk.bytes().await.unwrap(), body);
-    let hot = post_convert(&c, &server, "", upload).await;
+    let hot = server.post_convert(&c, "", upload).await;
     assert_eq!(header(&hot, "x-cache"), "hit-memory");
 
     let by_key = c.get(server.url(&location)).send().await.unwrap();
@@ -99,19 +103,18 @@ async fn fifty_identical_uploads_convert_once() {
     let c = client();
     let upload = clip(20.0, 2);
     let requests = (0..50).map(|_| {
-        let (c, upload, url) = (c.clone(), upload.clone(), server.url("/api/v1/convert"));
-        tokio::spawn(async move {
-            let r = c.post(url).body(upload).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            let cache = header(&r, "x-cache").to_owned();
-            (cache, r.bytes().await.unwrap())
-        })
+        tokio::spawn(convert_at(
+            c.clone(),
+            server.url("/api/v1/convert"),
+            upload.clone(),
+        ))
     });
     let results = futures::future::join_all(requests).await;
     let mut bodies = HashSet::new();
     let mut misses = 0;
     for result in results {
-        let (cache, body) = result.unwrap();
+        let (status, cache, body) = result.unwrap();
+        assert_eq!(status, 200);
         misses += usize::from(cache == "miss");
         assert!(
             ["miss", "coalesced", "hit-memory"].contains(&cache.as_str()),
@@ -163,17 +166,9 @@ async fn fifty_distinct_uploads_stay_within_the_permits() {
             }
         })
     };
-    let requests = clips.into_iter().map(|upload| {
-        let (c, url) = (c.clone(), server.url("/api/v1/convert"));
-        tokio::spawn(async move {
-            let r = c.post(url).body(upload).send().await.unwrap();
-            (
-                r.status().as_u16(),
-                header(&r, "x-cache").to_owned(),
-                r.bytes().await.unwrap(),
-            )
-        })
-    });
+    let requests = clips
+        .into_iter()
+        .map(|upload| tokio::spawn(convert_at(c.clone(), server.url("/api/v1/convert"), upload)));
     let results = futures::future::join_all(requests).await;
     done.store(true, Ordering::SeqCst);
     watcher.await.unwrap();
@@ -245,14 +240,7 @@ async fn a_full_queue_answers_503_and_nothing_hangs() {
     assert_eq!(stats["conversions"]["rejected_overload"], overloaded);
     assert_eq!(stats["conversions"]["completed"], ok);
     // Health answers whatever the queue does, and a rejected clip was not stored.
-    assert_eq!(
-        c.get(server.url("/api/v1/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(server.health(&c).await, 200);
     server.stop().await;
 }
 
@@ -262,7 +250,7 @@ async fn multipart_and_raw_bodies_give_the_same_key_and_bytes() {
     let server = TestServer::start(config_in(dir.path())).await;
     let c = client();
     let upload = clip(2.0, 3);
-    let raw = post_convert(&c, &server, "", upload.clone()).await;
+    let raw = server.post_convert(&c, "", upload.clone()).await;
     assert_eq!(raw.status(), 200);
     let raw_key = header(&raw, "etag").to_owned();
     let raw_body = raw.bytes().await.unwrap();
@@ -324,57 +312,57 @@ async fn every_error_code_from_a_real_request() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     expect_error(
-        post_convert(&c, &server, "", garbage).await,
+        server.post_convert(&c, "", garbage).await,
         415,
         "unsupported_format",
     )
     .await;
-    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde".to_vec();
+    let png = PNG.to_vec();
     expect_error(
-        post_convert(&c, &server, "", png).await,
+        server.post_convert(&c, "", png).await,
         415,
         "unsupported_format",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "", Vec::new()).await,
+        server.post_convert(&c, "", Vec::new()).await,
         415,
         "unsupported_format",
     )
     .await;
     let truncated = good[..good.len() * 2 / 3].to_vec();
     expect_error(
-        post_convert(&c, &server, "", truncated).await,
+        server.post_convert(&c, "", truncated).await,
         422,
         "truncated_stream",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "", vec![0u8; 200_001]).await,
+        server.post_convert(&c, "", vec![0u8; 200_001]).await,
         413,
         "payload_too_large",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "", clip(8.0, 5)).await,
+        server.post_convert(&c, "", clip(8.0, 5)).await,
         413,
         "audio_too_long",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "?rate=44100", good.clone()).await,
+        server.post_convert(&c, "?rate=44100", good.clone()).await,
         400,
         "bad_parameter",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "?channels=3", good.clone()).await,
+        server.post_convert(&c, "?channels=3", good.clone()).await,
         400,
         "bad_parameter",
     )
     .await;
     expect_error(
-        post_convert(&c, &server, "?rate=fast", good.clone()).await,
+        server.post_convert(&c, "?rate=fast", good.clone()).await,
         400,
         "bad_parameter",
     )
@@ -420,7 +408,7 @@ async fn every_error_code_from_a_real_request() {
     expect_get_error(&c, &server, "/no/such/route", 404, "not_found").await;
 
     // Nothing failed was stored, and the server still converts.
-    let ok = post_convert(&c, &server, "", good).await;
+    let ok = server.post_convert(&c, "", good).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(header(&ok, "x-cache"), "miss");
     // Five uploads reached a conversion and failed (garbage, PNG, empty,
@@ -444,7 +432,7 @@ async fn a_conversion_past_its_deadline_answers_504_and_is_not_stored() {
     let upload = clip(10.0, 40);
     for _ in 0..2 {
         expect_error(
-            post_convert(&c, &server, "", upload.clone()).await,
+            server.post_convert(&c, "", upload.clone()).await,
             504,
             "conversion_timeout",
         )
@@ -470,7 +458,7 @@ async fn api_keys_guard_everything_but_health() {
     let upload = clip(1.0, 6);
 
     expect_error(
-        post_convert(&c, &server, "", upload.clone()).await,
+        server.post_convert(&c, "", upload.clone()).await,
         401,
         "unauthorized",
     )
@@ -573,13 +561,11 @@ async fn stats_metrics_and_monitoring_endpoints() {
     let c = client();
     for seed in [7, 8, 7, 9, 8, 7] {
         assert_eq!(
-            post_convert(&c, &server, "", clip(1.0, seed))
-                .await
-                .status(),
+            server.post_convert(&c, "", clip(1.0, seed)).await.status(),
             200
         );
     }
-    let _ = post_convert(&c, &server, "", b"not audio".to_vec()).await;
+    let _ = server.post_convert(&c, "", b"not audio".to_vec()).await;
 
     let stats = server.stats(&c).await;
     assert_fields(

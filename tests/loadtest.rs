@@ -1,10 +1,11 @@
 //! `opusgate loadtest` against an in-process server: what it counts matches
 //! the server's own stats delta, and it notices wrong audio.
 
-mod common;
+mod support;
 
-use common::{clip, config_in, data_dir, TestServer};
 use opusgate::loadtest::{run_load, Clip, LoadtestArgs};
+use support::clips::clip;
+use support::server::{config_in, data_dir, TestServer};
 
 fn args(url: &str) -> LoadtestArgs {
     LoadtestArgs {

@@ -2,15 +2,17 @@
 //! receives, answer caching and single-flight, backend failures, and the
 //! original service's `translate_audio` with its own load-test script.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::backend::{Backend, Mode};
-use common::{clip, config_in, data_dir, header, post_convert, TestServer};
 use opusgate::config::Config;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use support::backend::{Backend, Mode};
+use support::clips::clip;
+use support::http::{header, Api as _};
+use support::server::{config_in, data_dir, TestServer};
 
 const CLIENT_KEY: &str = "client-key";
 const BACKEND_KEY: &str = "backend-secret";
@@ -286,7 +288,7 @@ async fn backend_failures_map_to_gateway_errors_and_are_not_stored() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(code(&r.json().await.unwrap()), "upstream_not_configured");
-    assert_eq!(post_convert(&c, &server, "", upload).await.status(), 200);
+    assert_eq!(server.post_convert(&c, "", upload).await.status(), 200);
     server.stop().await;
 }
 

@@ -1,25 +1,49 @@
-//! Support for the reliability tests (`hostile_corpus`, `crash_recovery`,
-//! `faults`) and the soak bench: the real `opusgate` binary as a child
-//! process (killed on drop, its JSON log kept for inspection), its RSS,
-//! thread and file-descriptor counts from /proc, and fresh conversions to
-//! compare served bytes against.
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+//! The real `opusgate` binary as a child process: [`ServerProcess`] for
+//! `opusgate serve` (killed on drop, its JSON log kept for inspection, its
+//! RSS, threads and file descriptors from /proc, SIGTERM and SIGKILL), and
+//! [`run_cli`] for the one-shot subcommands. Its HTTP helpers are
+//! [`super::http::Api`]'s.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::http::Api;
+
 /// The `opusgate` binary cargo built for this test or bench.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_opusgate");
 
+/// The store directory of a test: `<dir>/store`.
+pub fn store_dir(dir: &Path) -> PathBuf {
+    dir.join("store")
+}
+
+/// Runs `opusgate ARGS` to completion, with `stdin` piped in if given.
+pub fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run opusgate");
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(data).expect("write stdin");
+    }
+    child.wait_with_output().expect("opusgate output")
+}
+
 /// A running `opusgate serve` child process. Dropping it kills it (SIGKILL)
 /// and reaps it, so no test leaves a server behind, whatever fails.
-pub struct Server {
+pub struct ServerProcess {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -27,10 +51,11 @@ pub struct Server {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
-impl Server {
+impl ServerProcess {
     /// Starts the binary with its store under `store_dir` and the extra
-    /// `OPUSGATE_*` settings in `env`, and waits until it listens.
-    pub fn start(store_dir: &Path, env: &[(&str, String)]) -> Server {
+    /// environment in `env` (`OPUSGATE_*` settings, or `RUST_LOG` instead of
+    /// `info`), in the store's parent directory, and waits until it listens.
+    pub fn start(store_dir: &Path, env: &[(&str, String)]) -> ServerProcess {
         let mut command = Command::new(BINARY);
         command
             .args(["serve", "--port", "0", "--log-format", "json"])
@@ -64,7 +89,7 @@ impl Server {
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let mut server = Server {
+        let mut server = ServerProcess {
             child: Some(child),
             base: String::new(),
             log,
@@ -84,9 +109,9 @@ impl Server {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// `base` + `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// `host:port`, for raw TCP clients.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
     }
 
     /// The whole log so far, one line per event.
@@ -116,14 +141,19 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits (at most `limit`) for the process to exit.
-    pub fn terminate(mut self, limit: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("a running child");
+    /// Sends SIGTERM (`kill -TERM`) and returns at once.
+    pub fn sigterm(&self) {
         let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits (at most `limit`, then kills it and fails) for the process to
+    /// exit, and returns how it exited.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("a running child");
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().expect("wait for opusgate") {
@@ -133,12 +163,18 @@ impl Server {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "opusgate did not exit within {limit:?} of SIGTERM; log:\n{}",
+                    "opusgate did not exit within {limit:?}; log:\n{}",
                     self.log_text()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, then waits (at most `limit`) for the process to exit.
+    pub fn terminate(self, limit: Duration) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit(limit)
     }
 
     /// Whether the process is still running.
@@ -153,6 +189,11 @@ impl Server {
         status_field(self.pid(), "VmRSS:")
     }
 
+    /// Peak resident set size in KiB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        status_field(self.pid(), "VmHWM:")
+    }
+
     /// Number of threads.
     pub fn threads(&self) -> u64 {
         status_field(self.pid(), "Threads:")
@@ -163,18 +204,6 @@ impl Server {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| d.count() as u64)
             .unwrap_or(0)
-    }
-
-    /// `GET /api/v1/stats`.
-    pub async fn stats(&self, client: &reqwest::Client) -> Value {
-        client
-            .get(self.url("/api/v1/stats"))
-            .send()
-            .await
-            .expect("stats request")
-            .json()
-            .await
-            .expect("stats JSON")
     }
 
     /// Waits until the server has at most `at_most` open file descriptors
@@ -190,59 +219,15 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
 
-    /// POSTs `upload` to `/api/v1/convert`: (status, `X-Cache`, body).
-    pub async fn convert(&self, client: &reqwest::Client, upload: &[u8]) -> (u16, String, Vec<u8>) {
-        let r = client
-            .post(self.url("/api/v1/convert"))
-            .body(upload.to_vec())
-            .send()
-            .await
-            .expect("convert request");
-        let status = r.status().as_u16();
-        let cache = header(&r, "x-cache");
-        (status, cache, r.bytes().await.expect("body").to_vec())
-    }
-
-    /// Health answers and a new upload gets exactly its WAV: the server
-    /// still serves.
-    pub async fn still_serves(&self, client: &reqwest::Client, seed: u64) {
-        let health = client
-            .get(self.url("/api/v1/health"))
-            .send()
-            .await
-            .expect("health request");
-        assert_eq!(health.status(), 200);
-        let upload = clip(1.0, seed);
-        let (status, _, body) = self.convert(client, &upload).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        assert_eq!(body, fresh_wav(&upload));
-    }
-
-    /// Polls the stats until `done` holds for them (at most `limit`).
-    pub async fn wait_stats(
-        &self,
-        client: &reqwest::Client,
-        limit: Duration,
-        what: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let stats = self.stats(client).await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {limit:?} for {what}; stats: {stats}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+impl Api for ServerProcess {
+    fn base(&self) -> &str {
+        &self.base
     }
 }
 
-impl Drop for Server {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -260,35 +245,4 @@ fn status_field(pid: u32, name: &str) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// A response header as text ("" when absent or not text).
-pub fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-/// The store directory of a test: `<dir>/store`.
-pub fn store_dir(dir: &Path) -> PathBuf {
-    dir.join("store")
-}
-
-/// The WAV the server must answer for `upload` at the default 16 kHz mono.
-pub fn fresh_wav(upload: &[u8]) -> Vec<u8> {
-    opusgate::codec::convert(upload, &opusgate::codec::ConvertOptions::default())
-        .expect("a fresh conversion of a good clip")
-        .wav
-}
-
-/// A speech-like clip from the project's sample encoder.
-pub fn clip(seconds: f64, seed: u64) -> Vec<u8> {
-    opusgate::codec::encode_sample(&opusgate::codec::SampleOptions {
-        seconds,
-        seed,
-        ..opusgate::codec::SampleOptions::default()
-    })
-    .expect("sample clip")
 }

@@ -1,0 +1,28 @@
+//! The one test harness of the root package, shared by every integration
+//! test binary (`mod support;`) and by the benches
+//! (`#[path = "../tests/support/mod.rs"] mod support;`). Each helper is
+//! defined once, in the module that owns its subject:
+//!
+//! - [`clips`]: inputs and expected outputs: sample clips, fresh
+//!   conversions, WAV reading and writing, synthetic music;
+//! - [`tools`]: the reference tools opusenc, opusdec and ffmpeg;
+//! - [`ogg`]: an Ogg page editor and muxer (the CRC is the codec's own);
+//! - [`hostile`]: the broken and malicious inputs the codec and HTTP tests
+//!   both send;
+//! - [`rng`]: a deterministic xorshift generator;
+//! - [`http`]: the HTTP API of a test server, of either kind;
+//! - [`server`]: a server in process, on 127.0.0.1:0;
+//! - [`process`]: the real `opusgate` binary as a child process;
+//! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode.
+// Each binary uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod clips;
+pub mod hostile;
+pub mod http;
+pub mod ogg;
+pub mod process;
+pub mod rng;
+pub mod server;
+pub mod tools;
