@@ -173,7 +173,7 @@ fn args(
     duration: Option<f64>,
 ) -> LoadtestArgs {
     LoadtestArgs {
-        url: base.to_owned(),
+        url: vec![base.to_owned()],
         api_key: None,
         concurrency,
         requests,

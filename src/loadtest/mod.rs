@@ -1,8 +1,14 @@
-//! `opusgate loadtest`: drives a running server with many simultaneous
-//! uploads, checks every answer against a local conversion of the same clip,
-//! and reports the original load script's figures plus percentiles, cache
-//! outcomes and the server's counters over the run.
+//! `opusgate loadtest`: drives a running server, or a fleet of instances
+//! (requests round robin over the `--url`s), with many simultaneous uploads,
+//! checks every answer against a local conversion of the same clip, and
+//! reports the original load script's figures plus percentiles, cache
+//! outcomes and the servers' counters over the run, summed over the fleet.
+//!
+//! This module owns the arguments, the clips and the run itself; [`fleet`]
+//! owns the instances and the arithmetic on their stats, [`workload`] which
+//! clip each request sends, and [`report`] what is measured and printed.
 
+pub mod fleet;
 pub mod report;
 pub mod workload;
 
@@ -17,15 +23,23 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, ConvertOptions, SampleOptions};
-use report::{Report, Sample, ServerDelta};
+use fleet::Fleet;
+use report::{Report, Sample};
 use workload::{Mix, Workload};
 
 /// Arguments of `opusgate loadtest`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:5000")]
-    pub url: String,
+    /// Base URL of a server instance. Repeat it (or separate URLs with
+    /// commas) to load a fleet: request i goes to URL i % n, and the server
+    /// figures are summed over the instances.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:5000",
+        value_delimiter = ','
+    )]
+    pub url: Vec<String>,
     /// API key, sent as X-API-Key.
     #[arg(long)]
     pub api_key: Option<String>,
@@ -79,6 +93,9 @@ pub enum LoadError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The `--url`s do not name an instance.
+    #[error("--url: {0}")]
+    Url(String),
 }
 
 /// One clip and what the server must answer for it.
@@ -140,15 +157,12 @@ pub fn prepare_clips(args: &LoadtestArgs) -> Result<Vec<Clip>, LoadError> {
         .collect()
 }
 
-async fn server_stats(client: &reqwest::Client, args: &LoadtestArgs) -> Option<serde_json::Value> {
-    let mut request = client.get(format!("{}/api/v1/stats", args.url.trim_end_matches('/')));
-    if let Some(key) = &args.api_key {
-        request = request.header("X-API-Key", key);
-    }
-    request.send().await.ok()?.json().await.ok()
-}
-
-async fn send_one(client: &reqwest::Client, args: &LoadtestArgs, url: &str, clip: &Clip) -> Sample {
+async fn send_one(
+    client: &reqwest::Client,
+    args: &LoadtestArgs,
+    (instance, url): (usize, &str),
+    clip: &Clip,
+) -> Sample {
     let started = Instant::now();
     let mut request = client.post(url);
     if let Some(key) = &args.api_key {
@@ -188,15 +202,17 @@ async fn send_one(client: &reqwest::Client, args: &LoadtestArgs, url: &str, clip
         cache,
         latency: started.elapsed(),
         ok,
+        instance,
     }
 }
 
-/// Runs the load against `args.url` with prepared clips.
+/// Runs the load against the instances of `args.url` with prepared clips.
 pub async fn run_load(
     args: &LoadtestArgs,
     clips: Vec<Clip>,
     progress: bool,
 ) -> Result<Report, LoadError> {
+    let fleet = Fleet::new(&args.url).map_err(LoadError::Url)?;
     let concurrency = args.concurrency.max(1);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -228,19 +244,27 @@ pub async fn run_load(
     } else {
         ProgressBar::hidden()
     };
-    let url = format!(
-        "{}/api/v1/convert?rate={}&channels={}",
-        args.url.trim_end_matches('/'),
-        args.rate,
-        args.channels
+    let urls: Arc<Vec<String>> = Arc::new(
+        fleet
+            .urls
+            .iter()
+            .map(|u| {
+                format!(
+                    "{u}/api/v1/convert?rate={}&channels={}",
+                    args.rate, args.channels
+                )
+            })
+            .collect(),
     );
-    let before = server_stats(&client, args).await;
+    let api_key = args.api_key.as_deref();
+    let before = fleet::read_all(&client, &fleet, api_key).await;
     let started = Instant::now();
     let workers = (0..concurrency).map(|_| {
-        let (client, args, url, clips, workload, bar) = (
+        let (client, args, fleet, urls, clips, workload, bar) = (
             client.clone(),
             args.clone(),
-            url.clone(),
+            fleet.clone(),
+            Arc::clone(&urls),
             Arc::clone(&clips),
             Arc::clone(&workload),
             bar.clone(),
@@ -251,15 +275,16 @@ pub async fn run_load(
                 let next = {
                     let mut guard = workload.lock().unwrap_or_else(|e| e.into_inner());
                     let (workload, issued) = &mut *guard;
-                    let more = total.map_or(true, |n| *issued < n)
-                        && deadline.map_or(true, |d| started.elapsed() < d);
+                    let more = total.is_none_or(|n| *issued < n)
+                        && deadline.is_none_or(|d| started.elapsed() < d);
                     more.then(|| {
                         *issued += 1;
-                        workload.next_clip()
+                        (fleet.instance_of(*issued - 1), workload.next_clip())
                     })
                 };
-                let Some(index) = next else { break };
-                samples.push(send_one(&client, &args, &url, &clips[index]).await);
+                let Some((instance, index)) = next else { break };
+                let target = (instance, urls[instance].as_str());
+                samples.push(send_one(&client, &args, target, &clips[index]).await);
                 bar.inc(1);
             }
             samples
@@ -271,12 +296,21 @@ pub async fn run_load(
     }
     let wall = started.elapsed();
     bar.finish_and_clear();
-    let after = server_stats(&client, args).await;
-    let server = match (before, after) {
-        (Some(b), Some(a)) => Some(ServerDelta::between(&b, &a)),
-        _ => None,
-    };
-    Ok(Report::new(concurrency, wall, &samples, server))
+    let after = fleet::read_all(&client, &fleet, api_key).await;
+    let stats = fleet
+        .urls
+        .iter()
+        .zip(before.into_iter().zip(after))
+        .map(|(url, (before, after))| {
+            let delta = match (before, after) {
+                (Ok(b), Ok(a)) => Ok(fleet::delta(&b, &a)),
+                (Err(e), _) => Err(format!("before the run: {e}")),
+                (_, Err(e)) => Err(format!("after the run: {e}")),
+            };
+            (url.clone(), delta)
+        })
+        .collect();
+    Ok(Report::new(concurrency, wall, &samples, stats))
 }
 
 /// Runs `opusgate loadtest`: exit 0 unless a clip could not be prepared or a
@@ -317,5 +351,33 @@ pub fn run(args: LoadtestArgs) -> ExitCode {
             eprintln!("opusgate loadtest: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoadtestArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadtestArgs,
+    }
+
+    fn urls(argv: &[&str]) -> Vec<String> {
+        let argv = std::iter::once("loadtest").chain(argv.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|c| c.args.url)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn url_is_repeatable_and_comma_separated() {
+        assert_eq!(urls(&[]), ["http://127.0.0.1:5000"]);
+        assert_eq!(
+            urls(&["--url", "http://a:1", "--url", "http://b:2,http://c:3"]),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
     }
 }

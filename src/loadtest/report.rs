@@ -1,6 +1,7 @@
 //! What a load-test run measured, and how it is printed: the original
 //! script's figures first, then latency percentiles, status codes, cache
-//! outcomes and the server's own counters over the run.
+//! outcomes and the servers' own counters over the run, summed over the
+//! instances, with each instance's part.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+
+use super::fleet;
 
 /// One request's result.
 #[derive(Debug, Clone)]
@@ -20,22 +23,34 @@ pub struct Sample {
     pub latency: Duration,
     /// A 200 whose body was the expected WAV.
     pub ok: bool,
+    /// The instance it went to (index in [`fleet::Fleet::urls`]).
+    pub instance: usize,
 }
 
-/// The server's counters over the run (after minus before).
+/// The servers' counters over the run: each instance's `/api/v1/stats`
+/// after minus before, summed over the instances that answered.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ServerDelta {
+    /// Instances whose counters are summed here.
+    pub instances: usize,
     /// Store lookups.
     pub lookups: u64,
     /// Memory hits.
     pub hits_memory: u64,
     /// Disk hits.
     pub hits_disk: u64,
+    /// Hits in the shared store, when the servers count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hits_shared: Option<u64>,
     /// Coalesced requests.
     pub coalesced: u64,
-    /// Misses.
+    /// Requests that waited for another instance's conversion, when the
+    /// servers count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coalesced_remote: Option<u64>,
+    /// Misses: the conversions started, fleet-wide.
     pub misses: u64,
-    /// (hits + coalesced) / lookups over the run.
+    /// (lookups - misses) / lookups over the run.
     pub hit_rate: f64,
     /// Conversions completed.
     pub conversions_completed: u64,
@@ -43,32 +58,62 @@ pub struct ServerDelta {
     pub conversions_failed: u64,
     /// Conversions refused for a full queue.
     pub conversions_rejected: u64,
+    /// The summed `shared` section (a boolean becomes the number of
+    /// instances where it is true), when the servers have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<Value>,
+    /// Every field of the stats, summed alike (see [`fleet::sum`]).
+    pub stats: Value,
 }
 
 impl ServerDelta {
-    /// The difference of two `/api/v1/stats` documents.
+    /// The difference of two `/api/v1/stats` documents of one instance.
     pub fn between(before: &Value, after: &Value) -> ServerDelta {
-        let d = |path: [&str; 2]| {
-            let get = |v: &Value| v[path[0]][path[1]].as_u64().unwrap_or(0);
-            get(after).saturating_sub(get(before))
-        };
-        let mut delta = ServerDelta {
-            lookups: d(["cache", "lookups"]),
-            hits_memory: d(["cache", "hits_memory"]),
-            hits_disk: d(["cache", "hits_disk"]),
-            coalesced: d(["cache", "coalesced"]),
-            misses: d(["cache", "misses"]),
-            hit_rate: 0.0,
-            conversions_completed: d(["conversions", "completed"]),
-            conversions_failed: d(["conversions", "failed"]),
-            conversions_rejected: d(["conversions", "rejected_overload"]),
-        };
-        if delta.lookups > 0 {
-            let hits = delta.hits_memory + delta.hits_disk + delta.coalesced;
-            delta.hit_rate = (hits as f64 / delta.lookups as f64 * 10_000.0).round() / 10_000.0;
-        }
-        delta
+        ServerDelta::from_sum(fleet::delta(before, after), 1)
     }
+
+    /// The figures of `sum`, a [`fleet::sum`] of `instances` deltas.
+    pub fn from_sum(sum: Value, instances: usize) -> ServerDelta {
+        let get = |a: &str, b: &str| sum.get(a).and_then(|v| v.get(b)).and_then(Value::as_u64);
+        let d = |a: &str, b: &str| get(a, b).unwrap_or(0);
+        ServerDelta {
+            instances,
+            lookups: d("cache", "lookups"),
+            hits_memory: d("cache", "hits_memory"),
+            hits_disk: d("cache", "hits_disk"),
+            hits_shared: get("cache", "hits_shared"),
+            coalesced: d("cache", "coalesced"),
+            coalesced_remote: get("cache", "coalesced_remote"),
+            misses: d("cache", "misses"),
+            hit_rate: sum
+                .get("cache")
+                .and_then(|c| c.get("hit_rate"))
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            conversions_completed: d("conversions", "completed"),
+            conversions_failed: d("conversions", "failed"),
+            conversions_rejected: d("conversions", "rejected_overload"),
+            shared: sum.get("shared").filter(|s| s.is_object()).cloned(),
+            stats: sum,
+        }
+    }
+}
+
+/// One instance's part of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InstanceReport {
+    /// Its base URL.
+    pub url: String,
+    /// Requests sent to it.
+    pub requests: usize,
+    /// Its 200s with the expected WAV.
+    pub success: usize,
+    /// Its stats over the run (see [`fleet::delta`]), or null when they
+    /// could not be read.
+    pub delta: Option<Value>,
+    /// Why its stats could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_error: Option<String>,
 }
 
 /// The whole report (also the `--json` output).
@@ -92,12 +137,15 @@ pub struct Report {
     pub latency_ms: BTreeMap<&'static str, f64>,
     /// Answers by status code (`0` = no answer).
     pub status_codes: BTreeMap<u16, usize>,
-    /// Answers by `X-Cache`.
+    /// Answers by `X-Cache`, whatever its values.
     pub cache_outcomes: BTreeMap<String, usize>,
     /// 200s whose body was not the expected WAV.
     pub wrong_bodies: usize,
-    /// The server's counters over the run, if `/api/v1/stats` answered.
+    /// The servers' counters over the run, summed over the instances whose
+    /// `/api/v1/stats` answered (none if none did).
     pub server: Option<ServerDelta>,
+    /// Each instance's requests and stats over the run.
+    pub instances: Vec<InstanceReport>,
 }
 
 fn percentile(sorted: &[Duration], pct: usize) -> f64 {
@@ -109,12 +157,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Report {
-    /// Summarises the samples of a run.
+    /// Summarises the samples of a run; `stats` has, for each instance,
+    /// its URL and its stats delta over the run or why it could not be read.
     pub fn new(
         concurrency: usize,
         wall: Duration,
         samples: &[Sample],
-        server: Option<ServerDelta>,
+        stats: Vec<(String, Result<Value, String>)>,
     ) -> Report {
         let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
         latencies.sort_unstable();
@@ -154,7 +203,8 @@ impl Report {
             status_codes,
             cache_outcomes,
             wrong_bodies: samples.iter().filter(|s| s.status == 200 && !s.ok).count(),
-            server,
+            server: summed(&stats),
+            instances: instances(samples, stats),
         }
     }
 
@@ -204,28 +254,201 @@ impl Report {
         if self.wrong_bodies > 0 {
             let _ = writeln!(out, "WRONG BODIES:       {}", self.wrong_bodies);
         }
-        match &self.server {
-            Some(s) => {
-                let _ = writeln!(
-                    out,
-                    "server (delta):     lookups {}  hit rate {:.2}%  (memory {}, disk {}, coalesced {}, miss {})",
-                    s.lookups,
-                    s.hit_rate * 100.0,
-                    s.hits_memory,
-                    s.hits_disk,
-                    s.coalesced,
-                    s.misses
-                );
-                let _ = writeln!(
-                    out,
-                    "server conversions: completed {}  failed {}  rejected {}",
-                    s.conversions_completed, s.conversions_failed, s.conversions_rejected
-                );
-            }
-            None => {
-                let _ = writeln!(out, "server (delta):     /api/v1/stats did not answer");
+        self.server_text(&mut out);
+        out
+    }
+
+    fn server_text(&self, out: &mut String) {
+        let fleet = self.instances.len() > 1;
+        if let Some(s) = &self.server {
+            let label = if fleet {
+                format!("fleet (sum of {}):", s.instances)
+            } else {
+                "server (delta):".to_owned()
+            };
+            let optional = |name: &str, n: Option<u64>| n.map(|n| format!(", {name} {n}"));
+            let _ = writeln!(
+                out,
+                "{label:<19} lookups {}  hit rate {:.2}%  (memory {}, disk {}{}, coalesced {}{}, miss {})",
+                s.lookups,
+                s.hit_rate * 100.0,
+                s.hits_memory,
+                s.hits_disk,
+                optional("shared", s.hits_shared).unwrap_or_default(),
+                s.coalesced,
+                optional("coalesced-remote", s.coalesced_remote).unwrap_or_default(),
+                s.misses
+            );
+            let _ = writeln!(
+                out,
+                "server conversions: completed {}  failed {}  rejected {}",
+                s.conversions_completed, s.conversions_failed, s.conversions_rejected
+            );
+            let shared = s.shared.as_ref().and_then(Value::as_object);
+            if shared.is_some_and(|s| s.get("enabled").and_then(Value::as_u64) == Some(0)) {
+                let _ = writeln!(out, "shared store:       not enabled");
+            } else if let Some(shared) = shared {
+                let fields: Vec<String> = shared
+                    .iter()
+                    .filter(|(_, v)| v.is_number())
+                    .map(|(k, v)| match k.as_str() {
+                        "enabled" | "up" => format!("{k} {v}/{}", s.instances),
+                        _ => format!("{k} {v}"),
+                    })
+                    .collect();
+                let _ = writeln!(out, "shared store:       {}", fields.join("  "));
             }
         }
-        out
+        if fleet {
+            if self.server.is_none() {
+                let _ = writeln!(out, "fleet:              no /api/v1/stats answered");
+            }
+            let _ = writeln!(out, "instances:          {}", self.instances.len());
+        }
+        for i in &self.instances {
+            match (&i.stats_error, fleet) {
+                (Some(e), false) => {
+                    let _ = writeln!(
+                        out,
+                        "server (delta):     /api/v1/stats of {} did not answer: {e}",
+                        i.url
+                    );
+                }
+                (Some(e), true) => {
+                    let _ = writeln!(
+                        out,
+                        "  {}: requests {}  success {}  stats unavailable: {e}",
+                        i.url, i.requests, i.success
+                    );
+                }
+                (None, true) => {
+                    let one = i.delta.clone().map(|d| ServerDelta::from_sum(d, 1));
+                    let one = one.unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  {}: requests {}  success {}  lookups {}  miss {}  hit rate {:.2}%",
+                        i.url,
+                        i.requests,
+                        i.success,
+                        one.lookups,
+                        one.misses,
+                        one.hit_rate * 100.0
+                    );
+                }
+                (None, false) => {}
+            }
+        }
+    }
+}
+
+/// The sum of the deltas that could be read, if any could.
+fn summed(stats: &[(String, Result<Value, String>)]) -> Option<ServerDelta> {
+    let deltas: Vec<&Value> = stats.iter().filter_map(|(_, d)| d.as_ref().ok()).collect();
+    (!deltas.is_empty())
+        .then(|| ServerDelta::from_sum(fleet::sum(deltas.iter().copied()), deltas.len()))
+}
+
+fn instances(
+    samples: &[Sample],
+    stats: Vec<(String, Result<Value, String>)>,
+) -> Vec<InstanceReport> {
+    stats
+        .into_iter()
+        .enumerate()
+        .map(|(index, (url, delta))| {
+            let mine = samples.iter().filter(|s| s.instance == index);
+            let (delta, stats_error) = match delta {
+                Ok(d) => (Some(d), None),
+                Err(e) => (None, Some(e)),
+            };
+            InstanceReport {
+                url,
+                requests: mine.clone().count(),
+                success: mine.filter(|s| s.ok).count(),
+                delta,
+                stats_error,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(instance: usize, cache: &str) -> Sample {
+        Sample {
+            status: 200,
+            cache: cache.to_owned(),
+            latency: Duration::from_millis(5),
+            ok: true,
+            instance,
+        }
+    }
+
+    #[test]
+    fn a_fleet_report_sums_the_instances_and_names_the_silent_one() {
+        let stats = |misses: u64, shared: u64| {
+            json!({"cache": {"lookups": 2, "misses": misses, "hits_shared": shared, "hit_rate": null},
+                   "shared": {"up": true, "errors": 1}})
+        };
+        let samples = [
+            sample(0, "miss"),
+            sample(1, "hit-shared"),
+            sample(2, "coalesced-remote"),
+            sample(0, "hit-memory"),
+        ];
+        let report = Report::new(
+            4,
+            Duration::from_secs(1),
+            &samples,
+            vec![
+                ("http://a".into(), Ok(fleet::sum([&stats(2, 0)]))),
+                ("http://b".into(), Ok(fleet::sum([&stats(0, 2)]))),
+                ("http://c".into(), Err("connection refused".into())),
+            ],
+        );
+        let s = report.server.clone().unwrap();
+        assert_eq!((s.instances, s.lookups, s.misses), (2, 4, 2));
+        assert_eq!((s.hits_shared, s.coalesced_remote), (Some(2), None));
+        assert_eq!(s.hit_rate, 0.5);
+        assert_eq!(s.shared, Some(json!({"up": 2, "errors": 2})));
+        assert_eq!(report.cache_outcomes.get("hit-shared"), Some(&1));
+        assert_eq!(report.cache_outcomes.get("coalesced-remote"), Some(&1));
+        let requests: Vec<usize> = report.instances.iter().map(|i| i.requests).collect();
+        assert_eq!(requests, [2, 1, 1]);
+        let text = report.text();
+        assert!(text.contains("fleet (sum of 2):   lookups 4"), "{text}");
+        assert!(text.contains("shared 2, coalesced 0, miss 2)"), "{text}");
+        assert!(
+            text.contains("shared store:       errors 2  up 2/2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("http://c: requests 1  success 1  stats unavailable: connection refused"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["server"]["hits_shared"], 2);
+        assert!(json["server"].get("coalesced_remote").is_none());
+        assert_eq!(json["instances"][2]["stats_error"], "connection refused");
+        assert_eq!(json["instances"][2]["delta"], Value::Null);
+    }
+
+    #[test]
+    fn one_silent_server_is_named() {
+        let report = Report::new(
+            1,
+            Duration::from_secs(1),
+            &[sample(0, "miss")],
+            vec![("http://a".into(), Err("HTTP 401".into()))],
+        );
+        assert!(report.server.is_none());
+        let text = report.text();
+        assert!(
+            text.contains("server (delta):     /api/v1/stats of http://a did not answer: HTTP 401"),
+            "{text}"
+        );
     }
 }
