@@ -39,6 +39,7 @@ fn open(rt: &Runtime, dir: &Path, memory_bytes: usize, disk_bytes: usize) -> Sto
         memory_bytes: memory_bytes as u64,
         disk_path: dir.to_path_buf(),
         disk_bytes: disk_bytes as u64,
+        shared: None,
     }))
     .expect("open store")
 }

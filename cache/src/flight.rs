@@ -30,6 +30,10 @@ pub(crate) enum Source {
     Memory,
     /// The task's re-check found it on disk.
     Disk,
+    /// The shared tier had it.
+    Shared,
+    /// Another instance computed it while the task waited for its lock.
+    Remote,
 }
 
 /// The one result of a flight, shared by all its callers.

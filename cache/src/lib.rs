@@ -6,7 +6,10 @@
 //! [`Key`] (a SHA-256 content address). Lookups go memory
 //! (`moka`, capacity in bytes), then disk (one file per value with `sled`
 //! as its recency index, capacity in bytes, LRU, every record checksummed),
-//! then a computation in progress, then a new one.
+//! then a computation in progress, then, when a [`SharedTier`] is given, a
+//! Redis server or Cluster shared by a fleet of instances (its value, or a
+//! fleet-wide lock so that one instance computes while the others wait),
+//! then a new computation.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,6 +20,7 @@
 //!     memory_bytes: 256 << 20,
 //!     disk_path: "/var/cache/opusgate".into(),
 //!     disk_bytes: 8 << 30,
+//!     shared: None,
 //! })
 //! .await?;
 //! let input = b"...ogg bytes...";
@@ -38,7 +42,9 @@
 //! (disk tier: reads, value files, write-back queue, eviction, recovery at
 //! open), `tierstate` (what the disk tier's async side and writer thread
 //! share, the queued writes among it), `index` (the disk tier's LRU order),
-//! [`record`] (on-disk format), `flight` (single flight), `store` (the
+//! [`record`] (on-disk format), `flight` (single flight), `fleet` (the
+//! shared tier on Redis: connection, circuit breaker, value framing, the
+//! fleet-wide lease and how a flight goes through it), `store` (the
 //! lookup order tying them together), and, with the `test-support` feature,
 //! `test_support` (damaging a store on purpose, for fault tests).
 
@@ -47,6 +53,7 @@
 mod disk;
 mod error;
 mod files;
+mod fleet;
 mod flight;
 mod index;
 pub mod key;
@@ -61,6 +68,7 @@ pub mod test_support;
 mod tierstate;
 mod writer;
 
+pub use fleet::{SharedConfig, SharedError, SharedScope, SharedStats, SharedTier};
 pub use key::Key;
 pub use record::{value_path, VALUES_DIR};
 pub use store::{

@@ -11,29 +11,39 @@ pub enum Outcome {
     HitMemory,
     /// Found in the disk tier (and promoted into memory).
     HitDisk,
+    /// Found in the shared tier (and copied into memory and disk).
+    HitShared,
     /// Another caller had already started the computation; this caller
     /// waited for it and shares its result.
     Coalesced,
-    /// Not found anywhere: this caller's request started the computation.
+    /// Another instance of the fleet was computing it (it held the
+    /// fleet-wide lock); this caller waited for its value.
+    CoalescedRemote,
+    /// Not found anywhere: this instance computed it for this caller.
     Miss,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order (for pre-registering metric labels).
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::HitMemory,
         Outcome::HitDisk,
+        Outcome::HitShared,
         Outcome::Coalesced,
+        Outcome::CoalescedRemote,
         Outcome::Miss,
     ];
 
-    /// `"hit-memory"`, `"hit-disk"`, `"coalesced"` or `"miss"`: used unchanged
-    /// as the `X-Cache` header value and as a metric label.
+    /// `"hit-memory"`, `"hit-disk"`, `"hit-shared"`, `"coalesced"`,
+    /// `"coalesced-remote"` or `"miss"`: used unchanged as the `X-Cache`
+    /// header value and as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::HitMemory => "hit-memory",
             Outcome::HitDisk => "hit-disk",
+            Outcome::HitShared => "hit-shared",
             Outcome::Coalesced => "coalesced",
+            Outcome::CoalescedRemote => "coalesced-remote",
             Outcome::Miss => "miss",
         }
     }
@@ -52,14 +62,17 @@ pub enum Tier {
     Memory,
     /// The on-disk tier (including values whose disk write is still queued).
     Disk,
+    /// The shared tier (the value is now in memory and on disk too).
+    Shared,
 }
 
 impl Tier {
-    /// `"memory"` or `"disk"`.
+    /// `"memory"`, `"disk"` or `"shared"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
+            Tier::Shared => "shared",
         }
     }
 }
@@ -77,7 +90,17 @@ mod tests {
     #[test]
     fn labels_are_stable_and_distinct() {
         let labels: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
-        assert_eq!(labels, ["hit-memory", "hit-disk", "coalesced", "miss"]);
+        assert_eq!(
+            labels,
+            [
+                "hit-memory",
+                "hit-disk",
+                "hit-shared",
+                "coalesced",
+                "coalesced-remote",
+                "miss"
+            ]
+        );
         for outcome in Outcome::ALL {
             assert_eq!(outcome.to_string(), outcome.as_str());
         }

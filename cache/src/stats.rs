@@ -23,21 +23,27 @@ pub struct TierStats {
 /// tier stats and `disk_size_on_disk_bytes`) describe the moment.
 ///
 /// Every `get_or_compute` call bumps exactly one of `hits_memory`,
-/// `hits_disk`, `coalesced` and `misses`, also when it ends in an error
-/// (`misses` for the caller whose call started the computation, `coalesced`
-/// for the callers that waited for it), and also when the caller's future is
-/// dropped after joining or starting a computation. Plain `get` calls are not
-/// lookups and bump none of them.
+/// `hits_disk`, `hits_shared`, `coalesced`, `coalesced_remote` and `misses`,
+/// also when it ends in an error (`misses` for the caller whose call ran the
+/// computation in this instance, `coalesced` for the callers that waited
+/// for it), and also when the caller's future is dropped after joining or
+/// starting a flight. Plain `get` calls are not lookups and bump none of
+/// them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// `get_or_compute` calls answered by the memory tier.
     pub hits_memory: u64,
     /// `get_or_compute` calls answered by the disk tier.
     pub hits_disk: u64,
+    /// `get_or_compute` calls answered by the shared tier.
+    pub hits_shared: u64,
     /// `get_or_compute` calls that waited for a computation another call
-    /// started.
+    /// of this instance started.
     pub coalesced: u64,
-    /// `get_or_compute` calls that started a computation.
+    /// `get_or_compute` calls that waited for another instance's
+    /// computation (it held the fleet-wide lock).
+    pub coalesced_remote: u64,
+    /// `get_or_compute` calls for which this instance ran the computation.
     pub misses: u64,
     /// Computations started (equals `misses`).
     pub computations_started: u64,
@@ -81,7 +87,9 @@ pub struct StoreStats {
 pub(crate) struct Counters {
     pub hits_memory: AtomicU64,
     pub hits_disk: AtomicU64,
+    pub hits_shared: AtomicU64,
     pub coalesced: AtomicU64,
+    pub coalesced_remote: AtomicU64,
     pub misses: AtomicU64,
     pub computations_started: AtomicU64,
     pub computations_failed: AtomicU64,

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 
 use crate::disk::DiskTier;
+use crate::fleet::flight::Resolved;
+use crate::fleet::SharedScope;
 use crate::flight::{FlightResult, Flights, Joined, Publisher, Source};
 use crate::key::Key;
 use crate::memory::MemoryTier;
@@ -35,6 +37,10 @@ pub struct StoreConfig {
     /// sled's own overhead come on top; see `StoreStats::disk_size_on_disk_bytes`).
     /// 0 means nothing is written to disk.
     pub disk_bytes: u64,
+    /// The shared tier, for a fleet of instances: looked up after disk,
+    /// with a fleet-wide lock around computations. `None`: this instance's
+    /// tiers only.
+    pub shared: Option<SharedScope>,
 }
 
 /// A two-tier (memory over disk) content-addressed byte store with
@@ -58,6 +64,7 @@ struct Inner<E> {
     flights: Arc<Flights<E>>,
     counters: Arc<Counters>,
     disk_capacity: u64,
+    shared: Option<SharedScope>,
 }
 
 impl<E> Clone for Store<E> {
@@ -105,6 +112,7 @@ impl<E> Store<E> {
                 flights: Arc::new(Flights::default()),
                 counters,
                 disk_capacity: config.disk_bytes,
+                shared: config.shared,
             }),
         })
     }
@@ -115,20 +123,27 @@ impl<E> Store<E> {
     /// memory. A corrupt disk record is deleted and counted, and reads as
     /// absent. A value whose disk write is still queued answers as `Disk`.
     pub async fn get(&self, key: &Key) -> Option<(Bytes, Tier)> {
-        if let Some(value) = self.inner.memory.get(key).await {
+        let inner = &self.inner;
+        if let Some(value) = inner.memory.get(key).await {
             return Some((value, Tier::Memory));
         }
-        self.inner
-            .disk_lookup(key)
-            .await
-            .map(|value| (value, Tier::Disk))
+        if let Some(value) = inner.disk_lookup(key).await {
+            return Some((value, Tier::Disk));
+        }
+        let value = inner.shared.as_ref()?.lookup(key).await?;
+        inner.store_value(*key, value.clone()).await;
+        Some((value, Tier::Shared))
     }
 
     /// The value under `key`, computing it with `compute` if no tier has it.
     ///
-    /// Order: memory, disk, a computation already in progress for `key`
-    /// (this caller waits for it: [`Outcome::Coalesced`]), else a new
-    /// computation ([`Outcome::Miss`]). The computation runs in its own tokio
+    /// Order: memory, disk, a computation already in progress for `key` in
+    /// this instance (this caller waits for it: [`Outcome::Coalesced`]),
+    /// else a flight: with a shared tier, its value
+    /// ([`Outcome::HitShared`]) or another instance's computation under the
+    /// fleet-wide lock ([`Outcome::CoalescedRemote`]); else a computation
+    /// here ([`Outcome::Miss`]). A value from the shared tier is copied into
+    /// memory and disk. The computation runs in its own tokio
     /// task: if this caller's future is dropped, it still finishes, its value
     /// is stored and the other waiters get it. Concurrent callers for one
     /// key run `compute` once between them.
@@ -203,7 +218,9 @@ impl<E> Store<E> {
         StoreStats {
             hits_memory: load(&c.hits_memory),
             hits_disk: load(&c.hits_disk),
+            hits_shared: load(&c.hits_shared),
             coalesced: load(&c.coalesced),
+            coalesced_remote: load(&c.coalesced_remote),
             misses: load(&c.misses),
             computations_started: load(&c.computations_started),
             computations_failed: load(&c.computations_failed),
@@ -278,12 +295,15 @@ fn leader_outcome(source: Source) -> Outcome {
         Source::Computed => Outcome::Miss,
         Source::Memory => Outcome::HitMemory,
         Source::Disk => Outcome::HitDisk,
+        Source::Shared => Outcome::HitShared,
+        Source::Remote => Outcome::CoalescedRemote,
     }
 }
 
 /// The body of a flight's task: look once more (a flight for the key may
-/// have finished between the leader's lookups and its taking the slot),
-/// else compute, store and publish.
+/// have finished between the leader's own lookups and its taking the
+/// slot), else resolve it through the shared tier or compute it here, store
+/// and publish.
 async fn run_flight<F, Fut, E>(inner: Arc<Inner<E>>, publisher: Publisher<E>, compute: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -302,21 +322,46 @@ where
         publisher.publish(FlightResult::Value(value, Source::Disk));
         return;
     }
-    bump(&counters.misses);
-    bump(&counters.computations_started);
-    let outcome = AssertUnwindSafe(async move { compute().await })
-        .catch_unwind()
-        .await;
-    let result = match outcome {
-        Ok(Ok(value)) => {
+    // Counted when the computation starts, which with a shared tier only
+    // happens if the fleet has neither the value nor a computation of it.
+    let computation = async {
+        bump(&counters.misses);
+        bump(&counters.computations_started);
+        AssertUnwindSafe(async move { compute().await })
+            .catch_unwind()
+            .await
+    };
+    let resolved = match &inner.shared {
+        Some(shared) => {
+            shared
+                .resolve(&key, computation, |outcome| match outcome {
+                    Ok(Ok(value)) => Some(value),
+                    _ => None,
+                })
+                .await
+        }
+        None => Resolved::Computed(computation.await),
+    };
+    let result = match resolved {
+        Resolved::Shared(value) => {
+            bump(&counters.hits_shared);
+            inner.store_value(key, value.clone()).await;
+            FlightResult::Value(value, Source::Shared)
+        }
+        Resolved::Remote(value) => {
+            bump(&counters.coalesced_remote);
+            inner.store_value(key, value.clone()).await;
+            FlightResult::Value(value, Source::Remote)
+        }
+        Resolved::Computed(Ok(Ok(value))) => {
             inner.store_value(key, value.clone()).await;
             FlightResult::Value(value, Source::Computed)
         }
-        Ok(Err(error)) => {
+        Resolved::Computed(Ok(Err(error))) => {
             bump(&counters.computations_failed);
             FlightResult::Failed(error)
         }
-        Err(panic) => {
+        Resolved::Computed(Err(panic)) => {
             bump(&counters.computations_failed);
             tracing::warn!(
                 %key,

@@ -75,6 +75,7 @@ mod tests {
             memory_bytes: 0,
             disk_path: dir.path().join("db"),
             disk_bytes: 1 << 20,
+            shared: None,
         };
         let damaged = Key::derive(b"damaged", b"test-support");
         let kept = Key::derive(b"kept", b"test-support");

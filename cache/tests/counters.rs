@@ -111,7 +111,9 @@ async fn scripted_sequence_gives_exact_counters() {
     let expected = StoreStats {
         hits_memory: 1,
         hits_disk: 1,
+        hits_shared: 0,
         coalesced: 2,
+        coalesced_remote: 0,
         misses: 6,
         computations_started: 6,
         computations_failed: 2,

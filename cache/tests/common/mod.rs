@@ -19,6 +19,7 @@ pub fn config(dir: &Path, memory_bytes: u64, disk_bytes: u64) -> StoreConfig {
         memory_bytes,
         disk_path: dir.join("db"),
         disk_bytes,
+        shared: None,
     }
 }
 
