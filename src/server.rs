@@ -34,6 +34,7 @@ use crate::http::{self, AppState, ShutdownFlag};
 use crate::service::{self, Service};
 use crate::system::SystemMonitor;
 use crate::upstream::{self, Upstream};
+use opusgate_cache::SharedTier;
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,10 @@ pub enum ServerError {
     /// Proxy mode (its answer store or its client) did not start.
     #[error("starting proxy mode: {0}")]
     Upstream(#[from] upstream::StartError),
+    /// The shared tier's settings cannot be used (an unreachable Redis is
+    /// not an error: the instance starts and connects in the background).
+    #[error("starting the shared tier: {0}")]
+    Shared(#[from] opusgate_cache::SharedError),
 }
 
 /// Serves opusgate on `listener` until `shutdown` resolves, then drains
@@ -54,8 +59,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let service = Service::start(&config).await?;
-    let upstream = Upstream::start(&config).await?;
+    let shared = config.shared.tier().map(SharedTier::start).transpose()?;
+    let service = Service::start(&config, shared.as_ref()).await?;
+    let upstream = Upstream::start(&config, shared.as_ref()).await?;
     let flag = ShutdownFlag::default();
     let state = AppState {
         service: service.clone(),
@@ -64,6 +70,7 @@ pub async fn run(
         system: SystemMonitor::start(),
         shutdown: flag.clone(),
         upstream: upstream.clone(),
+        shared,
     };
     let upkeep = http::metrics_upkeep(state.metrics.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);

@@ -56,6 +56,15 @@ pub mod names {
     pub const UPSTREAM_DURATION: &str = "opusgate_upstream_duration_seconds";
     /// Counter: answer-store lookups by outcome.
     pub const UPSTREAM_CACHE: &str = "opusgate_upstream_cache_total";
+    /// Gauge: 1 while the shared tier is in use (connected, circuit closed).
+    pub const SHARED_UP: &str = "opusgate_shared_up";
+    /// Counter-like gauge: shared tier events since start, by `event`
+    /// (`errors`, `fallbacks`, `lock_takeovers`, `lease_lost`,
+    /// `skipped_too_large`, `corrupt_values`).
+    pub const SHARED_EVENTS: &str = "opusgate_shared_events";
+    /// Counter-like gauge: bytes of values read from and written to the
+    /// shared tier, by `direction`.
+    pub const SHARED_BYTES: &str = "opusgate_shared_bytes";
 }
 
 /// Live conversion counters of one server.

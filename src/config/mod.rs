@@ -16,6 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::codec::SUPPORTED_RATES;
 
+mod shared;
+pub use shared::SharedConfig;
+
 /// Everything opusgate can be told, by section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The speech backend of proxy mode.
     pub upstream: UpstreamConfig,
+    /// The shared tier of a fleet (Redis); off by default.
+    pub shared: SharedConfig,
 }
 
 /// `[server]`
@@ -441,6 +446,9 @@ impl Config {
                 "0".into(),
                 "must be positive".into(),
             );
+        }
+        if let Some((setting, value, why)) = self.shared.problem() {
+            return invalid(setting, value, why);
         }
         let header_timeout = self.server.header_read_timeout_seconds;
         if !(header_timeout.is_finite() && header_timeout > 0.0 && header_timeout <= 86_400.0) {

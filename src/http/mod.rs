@@ -26,6 +26,7 @@ use crate::system::SystemMonitor;
 use crate::upstream::Upstream;
 use auth::ApiKeys;
 use error::ApiError;
+use opusgate_cache::SharedTier;
 
 /// Whether the server is stopping; `/readyz` answers 503 once it is.
 #[derive(Clone, Default)]
@@ -58,6 +59,8 @@ pub struct AppState {
     pub shutdown: ShutdownFlag,
     /// Proxy mode's backend.
     pub upstream: Upstream,
+    /// The fleet's shared tier, when configured.
+    pub shared: Option<SharedTier>,
 }
 
 /// Conversion duration buckets, in seconds.

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::codec::SUPPORTED_RATES;
 use crate::stats::{names, round2};
+use opusgate_cache::{SharedTier, StoreStats};
 
 fn unix_seconds() -> f64 {
     SystemTime::now()
@@ -26,12 +27,7 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
     // Makes moka's entry and byte figures exact before reading them.
     app.service.store().run_pending_tasks().await;
     let s = app.service.store().stats();
-    let lookups = s.hits_memory + s.hits_disk + s.coalesced + s.misses;
-    let hit_rate = if lookups == 0 {
-        0.0
-    } else {
-        (s.hits_memory + s.hits_disk + s.coalesced) as f64 / lookups as f64
-    };
+    let (lookups, hit_rate) = lookups_and_hit_rate(&s);
     let service = &app.service;
     let conversions = service
         .conversions()
@@ -41,9 +37,11 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
             "lookups": lookups,
             "hits_memory": s.hits_memory,
             "hits_disk": s.hits_disk,
+            "hits_shared": s.hits_shared,
             "coalesced": s.coalesced,
+            "coalesced_remote": s.coalesced_remote,
             "misses": s.misses,
-            "hit_rate": (hit_rate * 10_000.0).round() / 10_000.0,
+            "hit_rate": hit_rate,
             "memory": {
                 "entries": s.memory.entries,
                 "bytes": s.memory.bytes,
@@ -64,26 +62,69 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
         },
         "conversions": conversions,
         "upstream": upstream_stats(&app),
+        "shared": shared_stats(&app),
         "uptime_seconds": app.service.requests().uptime().as_secs(),
     }))
+}
+
+/// Lookups of a store (every `get_or_compute` call counts once) and the
+/// share of them answered without computing here, to 4 decimals.
+fn lookups_and_hit_rate(s: &StoreStats) -> (u64, f64) {
+    let hits = s.hits_memory + s.hits_disk + s.hits_shared + s.coalesced + s.coalesced_remote;
+    let lookups = hits + s.misses;
+    let rate = if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
+    };
+    (lookups, (rate * 10_000.0).round() / 10_000.0)
 }
 
 fn upstream_stats(app: &AppState) -> Value {
     let calls = app.upstream.snapshot();
     let s = app.upstream.store().stats();
+    let (lookups, hit_rate) = lookups_and_hit_rate(&s);
     json!({
         "configured": calls.configured,
         "calls": calls.calls,
         "errors": calls.errors,
         "avg_ms": calls.avg_ms,
         "cache": {
+            "lookups": lookups,
             "hits_memory": s.hits_memory,
             "hits_disk": s.hits_disk,
+            "hits_shared": s.hits_shared,
             "coalesced": s.coalesced,
+            "coalesced_remote": s.coalesced_remote,
             "misses": s.misses,
+            "hit_rate": hit_rate,
             "memory": {"entries": s.memory.entries, "bytes": s.memory.bytes},
             "disk": {"entries": s.disk.entries, "bytes": s.disk.bytes},
         },
+    })
+}
+
+/// The shared tier's state and counters (all zero and `enabled: false`
+/// without one).
+fn shared_stats(app: &AppState) -> Value {
+    let s = app
+        .shared
+        .as_ref()
+        .map(SharedTier::stats)
+        .unwrap_or_default();
+    json!({
+        "enabled": s.enabled,
+        "up": s.up,
+        "url": app.config.shared.redacted_url(),
+        "errors": s.errors,
+        "fallbacks": s.fallbacks,
+        "lock_takeovers": s.lock_takeovers,
+        "lease_lost": s.lease_lost,
+        "skipped_too_large": s.skipped_too_large,
+        "corrupt_values": s.corrupt_values,
+        "bytes_read": s.bytes_read,
+        "bytes_written": s.bytes_written,
+        "open_circuits": s.open_circuits,
     })
 }
 
@@ -193,6 +234,28 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     metrics::gauge!(names::STORE_CORRUPT).set(s.corrupt_records as f64);
     metrics::gauge!(names::STORE_WRITE_FAILURES).set(s.disk_write_failures as f64);
     metrics::gauge!(names::STORE_SIZE_ON_DISK).set(s.disk_size_on_disk_bytes as f64);
+    let shared = app
+        .shared
+        .as_ref()
+        .map(SharedTier::stats)
+        .unwrap_or_default();
+    metrics::gauge!(names::SHARED_UP).set(if shared.up { 1.0 } else { 0.0 });
+    for (counter, value) in [
+        ("errors", shared.errors),
+        ("fallbacks", shared.fallbacks),
+        ("lock_takeovers", shared.lock_takeovers),
+        ("lease_lost", shared.lease_lost),
+        ("skipped_too_large", shared.skipped_too_large),
+        ("corrupt_values", shared.corrupt_values),
+    ] {
+        metrics::gauge!(names::SHARED_EVENTS, "event" => counter).set(value as f64);
+    }
+    for (direction, value) in [
+        ("read", shared.bytes_read),
+        ("written", shared.bytes_written),
+    ] {
+        metrics::gauge!(names::SHARED_BYTES, "direction" => direction).set(value as f64);
+    }
     app.metrics.run_upkeep();
     let mut response = app.metrics.render().into_response();
     response.headers_mut().insert(

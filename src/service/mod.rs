@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opusgate_cache::{ComputeError, Key, Outcome, Store, StoreConfig, StoreError};
+use opusgate_cache::{ComputeError, Key, Outcome, SharedTier, Store, StoreConfig, StoreError};
 use tokio::sync::Semaphore;
 
 use crate::codec::{self, CodecError, ConvertOptions, CONVERTER_REVISION};
@@ -96,12 +96,21 @@ struct Inner {
 }
 
 impl Service {
-    /// Opens the store and starts the worker pool.
-    pub async fn start(config: &Config) -> Result<Service, StartError> {
+    /// Opens the store (with the fleet's `shared` tier, if any, for values
+    /// of kind `wav`) and starts the worker pool.
+    pub async fn start(
+        config: &Config,
+        shared: Option<&SharedTier>,
+    ) -> Result<Service, StartError> {
+        // A waiter gives up on another instance's conversion after what a
+        // conversion may take (queue and deadline) plus one lease.
+        let max_wait =
+            config.conversion_timeout() * 2 + Duration::from_secs(config.shared.lease_seconds);
         let store = Store::open(StoreConfig {
             memory_bytes: config.cache.memory_bytes,
             disk_path: config.cache.audio_dir(),
             disk_bytes: config.cache.disk_bytes,
+            shared: shared.map(|tier| tier.scope("wav", max_wait)),
         })
         .await
         .map_err(|source| StartError::Store {

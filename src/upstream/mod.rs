@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opusgate_cache::{ComputeError, Key, Outcome, Store, StoreConfig, StoreError};
+use opusgate_cache::{ComputeError, Key, Outcome, SharedTier, Store, StoreConfig, StoreError};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -112,15 +112,26 @@ pub struct Served {
 }
 
 impl Upstream {
-    /// Opens the answer store (`cache.dir`/upstream) and builds the client
-    /// for the configured backend. Starts whether or not proxy mode is on,
-    /// so that answers stored earlier stay counted.
-    pub async fn start(config: &Config) -> Result<Upstream, StartError> {
+    /// Opens the answer store (`cache.dir`/upstream, with the fleet's
+    /// `shared` tier, if any, for values of kind `answer`) and builds the
+    /// client for the configured backend. Starts whether or not proxy mode
+    /// is on, so that answers stored earlier stay counted.
+    pub async fn start(
+        config: &Config,
+        shared: Option<&SharedTier>,
+    ) -> Result<Upstream, StartError> {
         let dir = config.cache.upstream_dir();
+        // A waiter gives up on another instance's backend call after what
+        // the call may take with its retries, plus one lease.
+        let u = &config.upstream;
+        let max_wait = Duration::from_secs(
+            u.timeout_seconds * (u64::from(u.retries) + 1) + config.shared.lease_seconds,
+        );
         let store = Store::open(StoreConfig {
             memory_bytes: config.upstream.cache_memory_bytes,
             disk_path: dir.clone(),
             disk_bytes: config.upstream.cache_disk_bytes,
+            shared: shared.map(|tier| tier.scope("answer", max_wait)),
         })
         .await
         .map_err(|source| StartError::Store {
