@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use support::backend::{Backend, Mode};
 use support::clips::clip;
-use support::http::{header, Api as _};
+use support::http::{header, translate_form, Api as _};
 use support::server::{config_in, data_dir, TestServer};
 
 const CLIENT_KEY: &str = "client-key";
@@ -53,16 +53,6 @@ async fn transcribe(c: &reqwest::Client, server: &TestServer, form: Form) -> req
         .send()
         .await
         .unwrap()
-}
-
-fn translate_form(upload: &[u8]) -> Form {
-    Form::new().part(
-        "audio_file",
-        Part::bytes(upload.to_vec())
-            .file_name("segment_0001.ogg")
-            .mime_str("audio/ogg")
-            .unwrap(),
-    )
 }
 
 async fn translate(c: &reqwest::Client, server: &TestServer, form: Form) -> reqwest::Response {

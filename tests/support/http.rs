@@ -124,3 +124,15 @@ pub trait Api {
         }
     }
 }
+
+/// The original service's `translate_audio` form: the clip in
+/// `audio_file`, as its clients send it.
+pub fn translate_form(upload: &[u8]) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        "audio_file",
+        reqwest::multipart::Part::bytes(upload.to_vec())
+            .file_name("segment_0001.ogg")
+            .mime_str("audio/ogg")
+            .expect("a valid MIME type"),
+    )
+}

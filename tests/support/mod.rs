@@ -13,16 +13,22 @@
 //! - [`http`]: the HTTP API of a test server, of either kind;
 //! - [`server`]: a server in process, on 127.0.0.1:0;
 //! - [`process`]: the real `opusgate` binary as a child process;
-//! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode.
+//! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode;
+//! - [`redis`]: real `redis-server` processes and a Redis Cluster for the
+//!   fleet tests, and a small RESP client;
+//! - [`fleet`]: fleets of `opusgate` processes on a shared tier in Redis:
+//!   their settings, stats, conversions and stored values, and loads.
 // Each binary uses a different part of the harness.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod clips;
+pub mod fleet;
 pub mod hostile;
 pub mod http;
 pub mod ogg;
 pub mod process;
+pub mod redis;
 pub mod rng;
 pub mod server;
 pub mod tools;
