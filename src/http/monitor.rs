@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::codec::SUPPORTED_RATES;
-use crate::stats::{names, round2};
+use crate::stats::{self, round2};
 use opusgate_cache::{SharedTier, StoreStats};
 
 fn unix_seconds() -> f64 {
@@ -218,44 +218,20 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. The stores' and the shared
+/// tier's figures and the `process_*` metrics are read now.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     app.service.store().run_pending_tasks().await;
-    let s = app.service.store().stats();
-    for (tier, t, evictions) in [
-        ("memory", s.memory, s.evictions_memory),
-        ("disk", s.disk, s.evictions_disk),
-    ] {
-        metrics::gauge!(names::STORE_BYTES, "tier" => tier).set(t.bytes as f64);
-        metrics::gauge!(names::STORE_ENTRIES, "tier" => tier).set(t.entries as f64);
-        metrics::gauge!(names::STORE_CAPACITY, "tier" => tier).set(t.capacity_bytes as f64);
-        metrics::gauge!(names::STORE_EVICTIONS, "tier" => tier).set(evictions as f64);
-    }
-    metrics::gauge!(names::STORE_CORRUPT).set(s.corrupt_records as f64);
-    metrics::gauge!(names::STORE_WRITE_FAILURES).set(s.disk_write_failures as f64);
-    metrics::gauge!(names::STORE_SIZE_ON_DISK).set(s.disk_size_on_disk_bytes as f64);
-    let shared = app
-        .shared
-        .as_ref()
-        .map(SharedTier::stats)
-        .unwrap_or_default();
-    metrics::gauge!(names::SHARED_UP).set(if shared.up { 1.0 } else { 0.0 });
-    for (counter, value) in [
-        ("errors", shared.errors),
-        ("fallbacks", shared.fallbacks),
-        ("lock_takeovers", shared.lock_takeovers),
-        ("lease_lost", shared.lease_lost),
-        ("skipped_too_large", shared.skipped_too_large),
-        ("corrupt_values", shared.corrupt_values),
-    ] {
-        metrics::gauge!(names::SHARED_EVENTS, "event" => counter).set(value as f64);
-    }
-    for (direction, value) in [
-        ("read", shared.bytes_read),
-        ("written", shared.bytes_written),
-    ] {
-        metrics::gauge!(names::SHARED_BYTES, "direction" => direction).set(value as f64);
-    }
+    app.upstream.store().run_pending_tasks().await;
+    stats::record_store("audio", &app.service.store().stats());
+    stats::record_store("upstream", &app.upstream.store().stats());
+    stats::record_shared(
+        &app.shared
+            .as_ref()
+            .map(SharedTier::stats)
+            .unwrap_or_default(),
+    );
+    stats::collect_process();
     app.metrics.run_upkeep();
     let mut response = app.metrics.render().into_response();
     response.headers_mut().insert(

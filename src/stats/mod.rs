@@ -3,10 +3,14 @@
 //!
 //! Counters are atomics; conversion durations keep the most recent
 //! [`DURATION_WINDOW`] samples for percentiles. Every Prometheus metric is
-//! named in [`names`]; each is recorded (through the `metrics` facade) where
-//! it happens: conversions here, store lookups in `service` and `upstream`,
-//! requests in `http::log`, backend calls in `upstream`, gauges on a scrape
-//! in `http::monitor`.
+//! named in [`names`] and described (HELP, unit) in [`describe_all`]; each is
+//! recorded (through the `metrics` facade) where it happens: conversions
+//! here, store lookups in `service` and `upstream`, requests in `http::log`,
+//! backend calls in `upstream`, the stores' and the shared tier's figures
+//! and the `process_*` metrics on a scrape ([`record_store`],
+//! [`record_shared`], [`collect_process`], from `http::monitor`). The series
+//! a dashboard or an alert reads exist at 0 from start-up
+//! ([`register_startup_series`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,57 +19,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod prometheus;
+pub use prometheus::{
+    collect_process, describe_all, names, record_shared, record_store, register_startup_series,
+    CONVERSION_RESULTS, UPSTREAM_RESULTS,
+};
+
 /// How many recent conversion durations percentiles are computed from.
 pub const DURATION_WINDOW: usize = 4096;
-
-/// Metric names, in one place.
-pub mod names {
-    /// Counter: HTTP requests by route and status.
-    pub const HTTP_REQUESTS: &str = "opusgate_http_requests_total";
-    /// Histogram: HTTP request duration by route.
-    pub const HTTP_DURATION: &str = "opusgate_http_request_duration_seconds";
-    /// Counter: store lookups by outcome (`hit-memory`, `hit-disk`, `coalesced`, `miss`).
-    pub const CACHE_LOOKUPS: &str = "opusgate_cache_lookups_total";
-    /// Gauge: conversions running.
-    pub const CONVERSIONS_ACTIVE: &str = "opusgate_conversions_in_progress";
-    /// Gauge: conversions waiting for a permit.
-    pub const CONVERSIONS_QUEUED: &str = "opusgate_conversions_queued";
-    /// Counter: conversions finished, by result (`ok`, `error`).
-    pub const CONVERSIONS: &str = "opusgate_conversions_total";
-    /// Counter: conversions refused because the wait queue was full.
-    pub const CONVERSIONS_REJECTED: &str = "opusgate_conversions_rejected_total";
-    /// Histogram: conversion duration.
-    pub const CONVERSION_DURATION: &str = "opusgate_conversion_duration_seconds";
-    /// Gauge: store bytes by tier.
-    pub const STORE_BYTES: &str = "opusgate_store_bytes";
-    /// Gauge: store entries by tier.
-    pub const STORE_ENTRIES: &str = "opusgate_store_entries";
-    /// Gauge: store capacity by tier.
-    pub const STORE_CAPACITY: &str = "opusgate_store_capacity_bytes";
-    /// Counter-like gauge: store evictions by tier.
-    pub const STORE_EVICTIONS: &str = "opusgate_store_evictions";
-    /// Gauge: corrupt disk records found since start.
-    pub const STORE_CORRUPT: &str = "opusgate_store_corrupt_records";
-    /// Gauge: failed disk writes since start.
-    pub const STORE_WRITE_FAILURES: &str = "opusgate_store_disk_write_failures";
-    /// Gauge: the disk tier's space on disk (value files and the sled index).
-    pub const STORE_SIZE_ON_DISK: &str = "opusgate_store_size_on_disk_bytes";
-    /// Counter: backend calls by result (`ok`, `status`, `timeout`, `unavailable`).
-    pub const UPSTREAM_CALLS: &str = "opusgate_upstream_calls_total";
-    /// Histogram: backend call duration.
-    pub const UPSTREAM_DURATION: &str = "opusgate_upstream_duration_seconds";
-    /// Counter: answer-store lookups by outcome.
-    pub const UPSTREAM_CACHE: &str = "opusgate_upstream_cache_total";
-    /// Gauge: 1 while the shared tier is in use (connected, circuit closed).
-    pub const SHARED_UP: &str = "opusgate_shared_up";
-    /// Counter-like gauge: shared tier events since start, by `event`
-    /// (`errors`, `fallbacks`, `lock_takeovers`, `lease_lost`,
-    /// `skipped_too_large`, `corrupt_values`).
-    pub const SHARED_EVENTS: &str = "opusgate_shared_events";
-    /// Counter-like gauge: bytes of values read from and written to the
-    /// shared tier, by `direction`.
-    pub const SHARED_BYTES: &str = "opusgate_shared_bytes";
-}
 
 /// Live conversion counters of one server.
 #[derive(Debug)]
