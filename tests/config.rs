@@ -109,8 +109,8 @@ fn bad_values_name_the_setting() {
         jail.set_env("OPUSGATE_CONVERSION__DEFAULT_RATE", "16000");
         jail.set_env("OPUSGATE_SERVER__PORT", "not-a-port");
         let err = Config::load(Path::new("none.toml"), false, &Overrides::default()).unwrap_err();
-        // The message names the setting (figment writes env keys in upper
-        // case); "port" alone would match the bad value itself.
+        // The message names the setting; "port" alone would match the bad
+        // value itself.
         assert!(
             err.to_string().to_lowercase().contains("server.port"),
             "{err}"
@@ -123,6 +123,99 @@ fn bad_values_name_the_setting() {
 
         let err = Config::load(Path::new("missing.toml"), true, &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("missing.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn parse_errors_name_the_variable_as_set_and_the_setting() {
+    Jail::expect_with(|jail| {
+        let load = || {
+            Config::load(Path::new("none.toml"), false, &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        jail.set_env("PORT", "abc");
+        let err = load();
+        assert_eq!(
+            err,
+            "configuration: PORT (server.port): invalid type: found string \"abc\", expected u16"
+        );
+        assert!(!err.contains("SERVER.PORT"), "{err}");
+        jail.set_env("PORT", "5000");
+
+        // Every original name, with the value it had to be reset to.
+        for (var, setting, good) in [
+            ("HOST", "server.host", "127.0.0.1"),
+            ("MAX_UPLOAD_SIZE", "limits.max_upload_bytes", "1"),
+            (
+                "MAX_CONCURRENT_AUDIO_CONVERSIONS",
+                "conversion.max_concurrent",
+                "1",
+            ),
+            ("AUDIO_CONVERTER_WORKERS", "conversion.workers", "1"),
+        ] {
+            jail.set_env(var, "abc");
+            let err = load();
+            assert!(
+                err.starts_with(&format!("configuration: {var} ({setting}): ")),
+                "{err}"
+            );
+            assert!(!err.contains(&setting.to_ascii_uppercase()), "{err}");
+            jail.set_env(var, good);
+        }
+
+        jail.set_env("OPUSGATE_SERVER__PORT", "abc");
+        let err = load();
+        assert!(
+            err.starts_with("configuration: OPUSGATE_SERVER__PORT (server.port): "),
+            "{err}"
+        );
+        assert!(!err.contains("SERVER.PORT"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_are_refused_as_written() {
+    Jail::expect_with(|jail| {
+        // In a file: its TOML path and the file, as given.
+        jail.create_dir("etc")?;
+        jail.create_file("etc/opusgate.toml", "[server]\nport = 6000\nprot = 6001\n")?;
+        let err = Config::load(Path::new("etc/opusgate.toml"), true, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration: server.prot in etc/opusgate.toml: unknown key; "),
+            "{err}"
+        );
+        assert!(err.contains("header_read_timeout_seconds"), "{err}");
+        assert!(!err.contains("default."), "{err}");
+        assert!(!err.contains("``"), "{err}");
+
+        // A whole unknown section at the top.
+        jail.create_file("config.toml", "[sever]\nport = 6000\n")?;
+        let err = Config::load(Path::new("config.toml"), true, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration: sever in config.toml: unknown key; "),
+            "{err}"
+        );
+        assert!(!err.contains("default."), "{err}");
+        assert!(!err.contains("``"), "{err}");
+
+        // In the environment: the variable.
+        jail.set_env("OPUSGATE_SERVER__PROT", "1");
+        let err = Config::load(Path::new("none.toml"), false, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("configuration: OPUSGATE_SERVER__PROT (server.prot): unknown key; "),
+            "{err}"
+        );
+        assert!(!err.contains("SERVER.PROT"), "{err}");
+        assert!(!err.contains("``"), "{err}");
         Ok(())
     });
 }
@@ -150,7 +243,7 @@ fn header_read_timeout_is_positive_seconds_fractions_allowed() {
             assert!(err.to_string().contains("at most 86400"), "{err}");
         }
         jail.set_env("OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS", "soon");
-        // figment names the key in upper case: SERVER.HEADER_READ_TIMEOUT_SECONDS.
+        // Named as OPUSGATE_SERVER__HEADER_READ_TIMEOUT_SECONDS (server.header_read_timeout_seconds).
         let err = load().unwrap_err();
         assert!(
             err.to_string()
@@ -173,4 +266,25 @@ fn open_server_refuses_non_loopback_without_keys() {
     c.auth.allow_anonymous = false;
     c.auth.api_keys = vec!["k".into()];
     assert!(c.check_exposure(&public).is_ok());
+}
+
+#[test]
+fn the_old_model_name_sets_the_transcription_model_unless_the_new_one_is_given() {
+    Jail::expect_with(|jail| {
+        let load = || Config::load(Path::new("c.toml"), false, &Overrides::default()).unwrap();
+        assert_eq!(load().upstream.transcription_model, "whisper-1");
+        assert_eq!(load().upstream.chat_model, "gpt-4o-audio-preview");
+
+        jail.set_env("OPUSGATE_UPSTREAM__MODEL", "old-env");
+        let c = load();
+        assert_eq!(c.upstream.transcription_model, "old-env");
+        assert_eq!(c.upstream.model, None, "folded into transcription_model");
+        assert_eq!(c.upstream.chat_model, "gpt-4o-audio-preview");
+
+        // Both names given, in different layers: the new name wins.
+        jail.create_file("c.toml", "[upstream]\nmodel = \"old-file\"\n")?;
+        jail.set_env("OPUSGATE_UPSTREAM__TRANSCRIPTION_MODEL", "new-env");
+        assert_eq!(load().upstream.transcription_model, "new-env");
+        Ok(())
+    });
 }

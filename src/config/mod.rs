@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::{Figment, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::codec::SUPPORTED_RATES;
 
+mod error;
 mod shared;
+pub use error::ConfigError;
+use error::{EnvLayers, ENV_PREFIX, LEGACY_ENV};
 pub use shared::SharedConfig;
 
 /// Everything opusgate can be told, by section.
@@ -206,8 +209,17 @@ pub struct UpstreamConfig {
     pub url: String,
     /// Sent to the backend as `Authorization: Bearer`; clients never see it.
     pub api_key: String,
-    /// Model named in backend requests when the client names none.
-    pub model: String,
+    /// Model of `/v1/audio/transcriptions` and `/v1/audio/translations`
+    /// when the client names none.
+    pub transcription_model: String,
+    /// Model of `translate_audio` (chat completions with audio input).
+    pub chat_model: String,
+    /// The old name of `transcription_model` (`upstream.model`,
+    /// `OPUSGATE_UPSTREAM__MODEL`), still accepted: [`Config::load`] moves
+    /// it into `transcription_model` unless that is given too (the new name
+    /// wins). Never written out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Deadline of one backend call, in seconds.
     pub timeout_seconds: u64,
     /// Backend calls in flight at once.
@@ -236,7 +248,9 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             url: String::new(),
             api_key: String::new(),
-            model: "whisper-1".into(),
+            transcription_model: "whisper-1".into(),
+            chat_model: "gpt-4o-audio-preview".into(),
+            model: None,
             timeout_seconds: 60,
             max_concurrent: 32,
             retries: 2,
@@ -246,6 +260,17 @@ impl Default for UpstreamConfig {
             target_languages: vec!["英文".into(), "日文".into()],
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
         }
+    }
+}
+
+impl UpstreamConfig {
+    /// The transcription model in force: `model` (the old name) when given
+    /// and not empty, else `transcription_model`.
+    pub fn effective_transcription_model(&self) -> &str {
+        self.model
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or(&self.transcription_model)
     }
 }
 
@@ -300,36 +325,6 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// A setting that could not be read or is out of range.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or an environment variable does not parse into the setting's type.
-    #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// A value parsed but is not allowed.
-    #[error("configuration: {setting} = {value}: {why}")]
-    Invalid {
-        /// `section.key` of the setting.
-        setting: &'static str,
-        /// The value given.
-        value: String,
-        /// What is allowed.
-        why: String,
-    },
-}
-
-/// The original service's environment names and the settings they set.
-const LEGACY_ENV: [(&str, &str); 5] = [
-    ("HOST", "server.host"),
-    ("PORT", "server.port"),
-    ("MAX_UPLOAD_SIZE", "limits.max_upload_bytes"),
-    (
-        "MAX_CONCURRENT_AUDIO_CONVERSIONS",
-        "conversion.max_concurrent",
-    ),
-    ("AUDIO_CONVERTER_WORKERS", "conversion.workers"),
-];
-
 impl Config {
     /// Loads defaults < `file` (if it exists, or must exist when `required`)
     /// < environment < `overrides`, then validates.
@@ -349,11 +344,33 @@ impl Config {
                     .map(|(_, setting)| (*setting).into())
             })
             .lowercase(false);
-        let figment = Figment::from(Serialized::defaults(Config::default()))
+        let prefixed = Env::prefixed(ENV_PREFIX).split("__");
+        let layers = EnvLayers {
+            legacy: legacy.metadata(),
+            prefixed: prefixed.metadata(),
+        };
+        let defaults = Serialized::defaults(Config::default());
+        let defaults_name = defaults.metadata().name;
+        let figment = Figment::from(defaults)
             .merge(Toml::file(file))
             .merge(legacy)
-            .merge(Env::prefixed("OPUSGATE_").split("__"));
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+            .merge(prefixed);
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::parse(e, &layers))?;
+        // `upstream.model`, the old name, sets transcription_model unless
+        // that is given itself (in any layer): the new name wins.
+        let old_model = config
+            .upstream
+            .model
+            .take()
+            .filter(|m| !m.trim().is_empty());
+        let new_name_given = figment
+            .find_metadata("upstream.transcription_model")
+            .is_some_and(|m| m.name != defaults_name);
+        if let (Some(model), false) = (old_model, new_name_given) {
+            config.upstream.transcription_model = model;
+        }
         config.apply(overrides);
         config.validate()?;
         Ok(config)
