@@ -168,3 +168,27 @@ fn unusable_arguments_exit_2_with_the_allowed_values() {
         stderr(&o)
     );
 }
+
+#[test]
+fn out_dir_is_created_with_its_parents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.opus");
+    let b = dir.path().join("b.opus");
+    std::fs::write(&a, clips::clip(0.4, 1)).expect("write");
+    std::fs::write(&b, clips::clip(0.4, 2)).expect("write");
+    let out = dir.path().join("wav").join("nested");
+    assert!(!dir.path().join("wav").exists());
+    let o = run_cli(&["convert", p(&a), p(&b), "--out-dir", p(&out)], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (input, name) in [(&a, "a.wav"), (&b, "b.wav")] {
+        let wav = std::fs::read(out.join(name)).expect(name);
+        assert_eq!(wav, fresh_wav(&std::fs::read(input).expect("read")));
+    }
+
+    // A DIR that cannot be a directory is refused before converting anything.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let o = run_cli(&["convert", p(&a), "--out-dir", p(&file)], None);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot create"), "{}", stderr(&o));
+}

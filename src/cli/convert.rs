@@ -3,7 +3,8 @@
 //! with a progress bar when standard error is a terminal.
 //!
 //! Where each output goes: `-o OUT` (single input; `-` is standard output),
-//! `--out-dir DIR` (`DIR/<input stem>.wav`), otherwise next to the input as
+//! `--out-dir DIR` (`DIR/<input stem>.wav`; DIR and its parents are created
+//! if missing), otherwise next to the input as
 //! `<input stem>.wav`, or standard output for standard input. Files are written
 //! to a temporary name and renamed, so a failed conversion leaves nothing.
 //! Every failure is reported with its file name; the exit code is 1 if any
@@ -34,7 +35,7 @@ pub struct ConvertArgs {
         conflicts_with = "out_dir"
     )]
     pub output: Option<PathBuf>,
-    /// Write each output to DIR/<input stem>.wav.
+    /// Write each output to DIR/<input stem>.wav (DIR is created if missing).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Output sample rate in Hz: 8000, 12000, 16000, 24000 or 48000.
@@ -87,6 +88,12 @@ pub fn run(args: ConvertArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = &args.out_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("opusgate convert: cannot create {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
     let workers = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))

@@ -1,6 +1,7 @@
 //! `opusgate serve` (the default subcommand): load the configuration, set
 //! up logging, bind, and run the server until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,16 +41,31 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-/// Sets up tracing: level from `RUST_LOG` (default `info`), text or JSON.
+/// Sets up tracing on standard error: level from `RUST_LOG` (default
+/// `info`), text or JSON. Text is coloured only for a person watching (see
+/// [`colour`]); JSON never is.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_ansi(colour()).try_init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
+}
+
+/// Whether text logs get ANSI colour: only when standard error is a terminal,
+/// `NO_COLOR` is unset or empty (<https://no-color.org>) and `TERM` is not
+/// `dumb`. A log redirected to a file or a pipe has no escape codes.
+fn colour() -> bool {
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
 }
 
 /// Runs `opusgate serve`.

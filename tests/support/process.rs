@@ -56,9 +56,19 @@ impl ServerProcess {
     /// environment in `env` (`OPUSGATE_*` settings, or `RUST_LOG` instead of
     /// `info`), in the store's parent directory, and waits until it listens.
     pub fn start(store_dir: &Path, env: &[(&str, String)]) -> ServerProcess {
+        ServerProcess::start_with_log_format(store_dir, env, "json")
+    }
+
+    /// [`ServerProcess::start`] with `--log-format FORMAT` (`json` or
+    /// `text`); [`ServerProcess::log_count`] reads only JSON lines.
+    pub fn start_with_log_format(
+        store_dir: &Path,
+        env: &[(&str, String)],
+        format: &str,
+    ) -> ServerProcess {
         let mut command = Command::new(BINARY);
         command
-            .args(["serve", "--port", "0", "--log-format", "json"])
+            .args(["serve", "--port", "0", "--log-format", format])
             // No config.toml is read from a temporary directory.
             .current_dir(store_dir.parent().unwrap_or(store_dir))
             .env("OPUSGATE_CACHE__DIR", store_dir)
@@ -85,6 +95,10 @@ impl ServerProcess {
                             let _ = addr_tx.send(addr.to_owned());
                         }
                     }
+                } else if let Some((_, rest)) = line.split_once("opusgate listening addr=") {
+                    // A text line: `… opusgate listening addr=127.0.0.1:PORT`.
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = addr_tx.send(addr.to_owned());
                 }
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
