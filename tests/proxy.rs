@@ -1,68 +1,20 @@
 //! Proxy mode against a stand-in OpenAI-protocol backend: what the backend
 //! receives, answer caching and single-flight, backend failures, and the
-//! original service's `translate_audio` with its own load-test script.
+//! original service's `translate_audio` with its own load-test script. The
+//! OpenAI front (translations, models, streams, OpenAI's error shape on
+//! `/v1/*`) is `tests/openai_front.rs`; the harness is `support::proxy`.
 
 mod support;
 
 use std::time::Duration;
 
-use opusgate::config::Config;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use support::backend::{Backend, Mode};
 use support::clips::clip;
 use support::http::{header, translate_form, Api as _};
+use support::proxy::*;
 use support::server::{config_in, data_dir, TestServer};
-
-const CLIENT_KEY: &str = "client-key";
-const BACKEND_KEY: &str = "backend-secret";
-
-fn proxy_config(dir: &std::path::Path, backend: &Backend) -> Config {
-    let mut config = config_in(dir);
-    config.auth.api_keys = vec![CLIENT_KEY.into()];
-    config.upstream.url = backend.url.clone();
-    config.upstream.api_key = BACKEND_KEY.into();
-    config.upstream.model = "whisper-test".into();
-    config.upstream.timeout_seconds = 2;
-    config.upstream.retries = 1;
-    config
-}
-
-fn transcription_form(upload: &[u8], temperature: Option<&str>) -> Form {
-    let mut form = Form::new()
-        .part(
-            "file",
-            Part::bytes(upload.to_vec())
-                .file_name("segment_0001.ogg")
-                .mime_str("audio/ogg")
-                .unwrap(),
-        )
-        .text("language", "zh")
-        .text("prompt", "会议记录")
-        .text("response_format", "json");
-    if let Some(t) = temperature {
-        form = form.text("temperature", t.to_owned());
-    }
-    form
-}
-
-async fn transcribe(c: &reqwest::Client, server: &TestServer, form: Form) -> reqwest::Response {
-    c.post(server.url("/v1/audio/transcriptions"))
-        .header("X-API-Key", CLIENT_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn translate(c: &reqwest::Client, server: &TestServer, form: Form) -> reqwest::Response {
-    c.post(server.url("/api/v1/translate_audio"))
-        .header("X-API-Key", CLIENT_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn transcriptions_forward_wav_and_fields_and_cache_the_answer() {
@@ -75,6 +27,7 @@ async fn transcriptions_forward_wav_and_fields_and_cache_the_answer() {
     let r = transcribe(&c, &server, transcription_form(&upload, None)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-upstream-cache"), "miss");
+    assert_eq!(header(&r, "x-cache"), "miss", "the conversion's outcome");
     assert_eq!(header(&r, "content-type"), "application/json");
     let first: Value = r.json().await.unwrap();
     assert_eq!(first["text"], "transcript number 1");
@@ -152,33 +105,6 @@ async fn transcriptions_forward_wav_and_fields_and_cache_the_answer() {
     assert_eq!(stats["upstream"]["calls"], 5);
     assert_eq!(stats["upstream"]["cache"]["hits_memory"], 1);
     server.stop().await;
-}
-
-async fn keyed_stats(c: &reqwest::Client, server: &TestServer) -> Value {
-    c.get(server.url("/api/v1/stats"))
-        .header("X-API-Key", CLIENT_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn post_convert_with_key(
-    c: &reqwest::Client,
-    server: &TestServer,
-    upload: Vec<u8>,
-) -> Vec<u8> {
-    let r = c
-        .post(server.url("/api/v1/convert"))
-        .header("X-API-Key", CLIENT_KEY)
-        .body(upload)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.bytes().await.unwrap().to_vec()
 }
 
 #[tokio::test]
@@ -266,6 +192,12 @@ async fn backend_failures_map_to_gateway_errors_and_are_not_stored() {
     assert_eq!(code(&r.json().await.unwrap()), "upstream_unavailable");
     let stats = keyed_stats(&c, &server).await;
     assert_eq!(stats["upstream"]["calls"], 2, "one call and one retry");
+    // The same failure on an OpenAI route, in OpenAI's shape.
+    let r = transcribe(&c, &server, transcription_form(&clip(1.0, 34), None)).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unavailable", "{v}");
+    assert_eq!(v["error"]["type"], "server_error", "{v}");
     server.stop().await;
 
     // No backend configured: 503, and conversion still works.
@@ -310,7 +242,10 @@ async fn translate_audio_takes_both_language_forms_and_parses_the_reply() {
 
     let sent = backend.last().json.unwrap();
     assert_eq!(sent["temperature"], 0);
-    assert_eq!(sent["model"], "whisper-test");
+    assert_eq!(
+        sent["model"], "gpt-4o-audio-test",
+        "translate_audio uses chat_model"
+    );
     let system = sent["messages"][0]["content"].as_str().unwrap();
     assert!(
         system.contains("英文") && system.contains("日文") && system.contains("原文："),

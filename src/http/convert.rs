@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::form::{multipart_boundary, read_body, read_multipart, take_field, AUDIO_FIELD};
 use super::log::mark_audio;
+use super::range::{self, Selection};
 use super::AppState;
 use crate::codec;
 use crate::service::Conversion;
@@ -70,6 +71,7 @@ fn audio_location(key: &Key) -> HeaderValue {
 fn wav_headers(headers: &mut HeaderMap, key: &Key, wav: &[u8]) {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     headers.insert(header::ETAG, etag(key));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),
@@ -104,7 +106,8 @@ fn matches_etag(headers: &HeaderMap, key: &Key) -> bool {
         .any(|tag| tag == "*" || tag == hex)
 }
 
-/// `GET|HEAD /api/v1/audio/{key}`: a stored WAV by its content address.
+/// `GET|HEAD /api/v1/audio/{key}`: a stored WAV by its content address,
+/// all of it or the one byte range asked for (see [`range`]).
 pub async fn audio(
     State(app): State<AppState>,
     Path(key): Path<String>,
@@ -124,9 +127,26 @@ pub async fn audio(
         mark_audio(&mut response, key, None);
         return Ok(response);
     }
+    let total = wav.len();
+    let part = match range::select(&headers, &etag(&key), total) {
+        Selection::Whole => None,
+        Selection::Part(part) => Some(part),
+        Selection::Unsatisfiable => {
+            let mut response = range::not_satisfiable(total);
+            mark_audio(&mut response, key, None);
+            return Ok(response);
+        }
+    };
     let mut response = Response::new(Body::empty());
     wav_headers(response.headers_mut(), &key, &wav);
     mark_audio(&mut response, key, None);
-    *response.body_mut() = Body::from(wav);
+    *response.body_mut() = match part {
+        Some(part) => {
+            range::make_partial(&mut response, &part, total);
+            // A view into the same buffer, not a copy.
+            Body::from(wav.slice(part))
+        }
+        None => Body::from(wav),
+    };
     Ok(response)
 }

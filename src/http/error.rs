@@ -1,9 +1,13 @@
 //! The one mapping from every error to an HTTP status and a stable code.
 //!
-//! Every error answer is JSON `{"status":"error","code":…,"message":…}`.
+//! Every error answer is JSON `{"status":"error","code":…,"message":…}`,
+//! except on OpenAI's routes (`/v1/*`), where the same error (same status,
+//! same code) takes OpenAI's shape
+//! `{"error":{"message":…,"type":…,"code":…,"param":null}}` ([`openai_shape`]).
 //! Codes are part of the API: clients branch on them, so they never change.
 
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -33,6 +37,21 @@ struct Body<'a> {
     status: &'static str,
     code: &'a str,
     message: &'a str,
+}
+
+/// OpenAI's error body: `{"error":{…}}`.
+#[derive(Serialize)]
+struct OpenAiBody<'a> {
+    error: OpenAiError<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenAiError<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'a str,
+    param: Option<&'a str>,
 }
 
 impl ApiError {
@@ -95,9 +114,34 @@ impl ApiError {
         }
     }
 
+    /// 416 `range_not_satisfiable`: the `Range` asked for starts past the end
+    /// of a representation of `total` bytes. The handler adds
+    /// `Content-Range: bytes */total` to the answer.
+    pub fn range_not_satisfiable(total: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            format!("the requested range is outside the {total} bytes of this audio"),
+        )
+    }
+
     /// 500 `internal`: never the client's fault.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The error's `type` in OpenAI's shape, from its status, as OpenAI's
+    /// API and SDKs use them: `authentication_error` for 401,
+    /// `invalid_request_error` for the other 4xx (the client's request),
+    /// `server_error` for 5xx (ours or the backend's side).
+    pub fn openai_type(&self) -> &'static str {
+        if self.status == StatusCode::UNAUTHORIZED {
+            "authentication_error"
+        } else if self.status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "server_error"
+        }
     }
 }
 
@@ -201,8 +245,48 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // For `openai_shape`, which renders it again on `/v1/*`.
+        response.extensions_mut().insert(self);
         response
     }
+}
+
+/// Whether a path is under OpenAI's API (`/v1/*`), where errors take
+/// OpenAI's shape.
+fn is_openai_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+/// Middleware: on `/v1/*`, every error answer of opusgate's own (any
+/// [`ApiError`], wherever it was raised: auth, routing, body reading,
+/// conversion, the backend call, a caught panic) is rendered in OpenAI's
+/// shape with the same status, headers and code. Other answers, the
+/// backend's own error answers among them, pass unchanged.
+pub async fn openai_shape(request: axum::extract::Request, next: Next) -> Response {
+    let openai = is_openai_path(request.uri().path());
+    let response = next.run(request).await;
+    let Some(error) = openai
+        .then(|| response.extensions().get::<ApiError>().cloned())
+        .flatten()
+    else {
+        return response;
+    };
+    let body = OpenAiBody {
+        error: OpenAiError {
+            message: &error.message,
+            kind: error.openai_type(),
+            code: error.code,
+            param: None,
+        },
+    };
+    let (_, body) = axum::Json(body).into_response().into_parts();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, body)
 }
 
 /// Answer for a panic caught in a handler: logged, 500, and the server goes on.

@@ -9,6 +9,7 @@ pub mod form;
 pub mod log;
 pub mod monitor;
 pub mod proxy;
+pub mod range;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -69,7 +70,8 @@ const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// The process-wide Prometheus recorder (installed once; several servers in
-/// one process, as in tests, share it).
+/// one process, as in tests, share it), with every metric described and the
+/// start-up series registered at 0 when it is installed.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -82,10 +84,13 @@ pub fn metrics_handle() -> PrometheusHandle {
                     )
                     .unwrap_or_else(|_| PrometheusBuilder::new())
             };
-            builder().install_recorder().unwrap_or_else(|e| {
+            let handle = builder().install_recorder().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "another metrics recorder is installed; /metrics will be empty");
                 builder().build_recorder().handle()
-            })
+            });
+            crate::stats::describe_all();
+            crate::stats::register_startup_series();
+            handle
         })
         .clone()
 }
@@ -120,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/concurrent-status", get(monitor::concurrent_status))
         .route("/metrics", get(monitor::metrics))
         .route("/v1/audio/transcriptions", post(proxy::transcriptions))
+        .route("/v1/audio/translations", post(proxy::translations))
+        .route("/v1/models", get(proxy::models))
         .route("/api/v1/translate_audio", post(proxy::translate_audio))
         .route_layer(middleware::from_fn_with_state(keys, auth::require_key));
     let open = Router::new()
@@ -133,6 +140,8 @@ pub fn router(state: AppState) -> Router {
         // The upload limit is enforced while reading (form::read_body).
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(error::panic_response))
+        // Outside the panic catcher, so that a caught panic is reshaped too.
+        .layer(middleware::from_fn(error::openai_shape))
         .layer(middleware::from_fn(log::log_request))
         .with_state(state)
 }

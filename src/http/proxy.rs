@@ -1,23 +1,26 @@
-//! Proxy mode's routes: `POST /v1/audio/transcriptions` (OpenAI-compatible
-//! pass-through with Opus converted to WAV) and `POST /api/v1/translate_audio`
-//! (the original service's endpoint, over the backend's chat completions).
+//! Proxy mode's routes: `POST /v1/audio/transcriptions` and `POST
+//! /v1/audio/translations` (OpenAI-compatible pass-through with Opus
+//! converted to WAV), `GET /v1/models` (the backend's list), and `POST
+//! /api/v1/translate_audio` (the original service's endpoint, over the
+//! backend's chat completions).
 //!
 //! Handlers here parse the form and shape the answer; what is sent to the
-//! backend, and how it is stored, is [`crate::upstream`]'s.
+//! backend, and how it is stored or streamed, is [`crate::upstream`]'s.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use opusgate_cache::{Key, Outcome};
 use serde_json::json;
 
 use super::error::ApiError;
 use super::form::{read_form, take_field, FormField, AUDIO_FIELD};
-use super::log::mark_answer;
+use super::log::{mark_answer, mark_audio};
 use super::AppState;
-use crate::upstream::openai::{Audio, Field};
-use crate::upstream::{Served, UpstreamError};
+use crate::upstream::openai::{Audio, Endpoint, Field};
+use crate::upstream::{Reply, Served, UpstreamError};
 
 /// Whether the bytes are an Ogg stream whose first packet is an OpusHead.
 fn is_ogg_opus(data: &[u8]) -> bool {
@@ -61,18 +64,79 @@ fn answer_response(
     response
 }
 
-/// `POST /v1/audio/transcriptions`: the OpenAI form, with an Ogg Opus `file`
-/// converted to 16 kHz mono WAV; the backend's answer comes back as it is.
+/// A backend reply as the client's answer: a whole answer with the answer
+/// store's outcome, or a stream passed through chunk by chunk; a backend's
+/// refusal handed back as it is; anything else as opusgate's error.
+fn pass_through(result: Result<Reply, UpstreamError>) -> Result<Response, ApiError> {
+    match result {
+        Ok(Reply::Whole(served)) => {
+            let body = served.answer.body.clone();
+            Ok(answer_response(
+                &served,
+                None,
+                body,
+                &served.answer.content_type,
+            ))
+        }
+        Ok(Reply::Stream(streamed)) => {
+            let status = StatusCode::from_u16(streamed.status).unwrap_or(StatusCode::OK);
+            let mut response = Response::new(Body::from_stream(streamed.body));
+            *response.status_mut() = status;
+            if let Ok(ct) = HeaderValue::from_str(&streamed.content_type) {
+                response.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Ok(response)
+        }
+        // The backend's own refusal goes back to the client as it is.
+        Err(UpstreamError::Status {
+            status,
+            content_type,
+            body,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok(with_content_type(status, body, &content_type))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /v1/audio/transcriptions`: see [`audio_endpoint`].
 pub async fn transcriptions(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut fields = form(&app, &headers, body).await?;
+    audio_endpoint(&app, Endpoint::Transcriptions, &headers, body).await
+}
+
+/// `POST /v1/audio/translations`: see [`audio_endpoint`].
+pub async fn translations(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    audio_endpoint(&app, Endpoint::Translations, &headers, body).await
+}
+
+/// The OpenAI form, with an Ogg Opus `file` converted to 16 kHz mono WAV;
+/// the backend's answer comes back as it is (a stream as it comes). A
+/// converted upload's key and conversion outcome are marked for the log.
+async fn audio_endpoint(
+    app: &AppState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut fields = form(app, headers, body).await?;
     let file = take_field(&mut fields, "file")?;
+    let mut converted: Option<(Key, Outcome)> = None;
     let audio = if is_ogg_opus(&file.data) {
         let params = app.service.params(Some(16_000), Some(1))?;
         let conversion = app.service.convert(file.data, params).await?;
+        converted = Some((conversion.key, conversion.outcome));
         Audio::Converted {
             key: conversion.key,
             wav: conversion.wav,
@@ -92,27 +156,20 @@ pub async fn transcriptions(
             data: f.data,
         })
         .collect();
-    match app.upstream.transcribe(fields, audio).await {
-        Ok(served) => {
-            let body = served.answer.body.clone();
-            Ok(answer_response(
-                &served,
-                None,
-                body,
-                &served.answer.content_type,
-            ))
-        }
-        // The backend's own refusal goes back to the client as it is.
-        Err(UpstreamError::Status {
-            status,
-            content_type,
-            body,
-        }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            Ok(with_content_type(status, body, &content_type))
-        }
-        Err(e) => Err(e.into()),
+    let result = pass_through(app.upstream.transcribe(endpoint, fields, audio).await);
+    // The log shows the audio's key whatever the backend did.
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some((key, outcome)) = converted {
+        mark_audio(&mut response, key, Some(outcome));
     }
+    Ok(response)
+}
+
+/// `GET /v1/models`: the backend's model list, asked with opusgate's backend
+/// key, handed back as it is (never stored).
+pub async fn models(State(app): State<AppState>) -> Result<Response, ApiError> {
+    app.upstream.ensure_configured()?;
+    pass_through(app.upstream.models().await)
 }
 
 /// Target languages from repeated fields or one comma-separated value
@@ -147,23 +204,26 @@ pub async fn translate_audio(
     let languages = languages(&fields);
     let params = app.service.params(Some(16_000), Some(1))?;
     let conversion = app.service.convert(audio.data, params).await?;
-    let translation = app
+    let result = app
         .upstream
         .translate(conversion.key, &conversion.wav, prompt, &languages)
-        .await?;
-    let served = &translation.served;
-    let answer = json!({
-        "status": "success",
-        "duration_seconds": (served.answer.backend_seconds * 1000.0).round() / 1000.0,
-        "data": translation.data,
-    });
-    let body = Bytes::from(answer.to_string());
-    Ok(answer_response(
-        served,
-        Some(StatusCode::OK),
-        body,
-        "application/json",
-    ))
+        .await;
+    // The log shows the audio's key whatever the backend did.
+    let mut response = match result {
+        Ok(translation) => {
+            let served = &translation.served;
+            let answer = json!({
+                "status": "success",
+                "duration_seconds": (served.answer.backend_seconds * 1000.0).round() / 1000.0,
+                "data": translation.data,
+            });
+            let body = Bytes::from(answer.to_string());
+            answer_response(served, Some(StatusCode::OK), body, "application/json")
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    };
+    mark_audio(&mut response, conversion.key, Some(conversion.outcome));
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -1,14 +1,17 @@
 //! Proxy mode's backend: calls to an OpenAI-compatible speech server, with a
 //! concurrency limit, retries on connection errors, a deadline, and its
 //! answers stored in a content-addressed store of their own (one backend
-//! call per identical deterministic request in flight).
+//! call per identical deterministic request in flight), or passed through
+//! chunk by chunk when they are streams.
 //!
 //! [`Upstream`] owns the transport and the store; [`openai`] owns what is
 //! said on the wire (payloads, URLs, request keys); [`answer`] the stored
-//! form of an answer.
+//! form of an answer; [`stream`] answers that are passed through as they
+//! come.
 
 pub mod answer;
 pub mod openai;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::config::{Config, UpstreamConfig};
 use crate::stats::names;
 use answer::Answer;
 use openai::Request;
+use stream::{is_event_stream, StreamWhen, Streamed};
 
 /// Why a backend call gave no usable answer. Cloned to every coalesced waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,6 +53,17 @@ pub enum UpstreamError {
     /// The backend's answer could not be used.
     #[error("the backend's answer could not be used: {0}")]
     BadAnswer(String),
+}
+
+/// How a flight of the answer store ends when it stores nothing.
+#[derive(Debug, Clone)]
+pub enum FlightError {
+    /// The backend call failed.
+    Failed(UpstreamError),
+    /// A success that is not stored: an event stream answered to a request
+    /// that did not ask for one (read whole, handed to the waiters, never
+    /// stored).
+    Unstored(Answer),
 }
 
 /// Proxy mode could not start.
@@ -97,9 +112,11 @@ pub struct Upstream {
 struct Inner {
     config: UpstreamConfig,
     client: reqwest::Client,
-    permits: Semaphore,
+    /// Shared with the streams being passed through, which hold a permit
+    /// until they end.
+    permits: Arc<Semaphore>,
     stats: UpstreamStats,
-    store: Store<UpstreamError>,
+    store: Store<FlightError>,
 }
 
 /// An answer and where it came from.
@@ -109,6 +126,42 @@ pub struct Served {
     pub answer: Answer,
     /// Store outcome, or `None` when the request bypassed the store.
     pub outcome: Option<Outcome>,
+}
+
+/// A backend's success answer: whole, or a stream passed through as it comes.
+#[derive(Debug)]
+pub enum Reply {
+    /// Read to its end (and perhaps stored).
+    Whole(Served),
+    /// An event stream (or a chunked answer to `stream=true`), never stored.
+    Stream(Streamed),
+}
+
+impl Reply {
+    /// The whole answer, reading a stream to its end.
+    pub async fn into_served(self) -> Result<Served, UpstreamError> {
+        match self {
+            Reply::Whole(served) => Ok(served),
+            Reply::Stream(streamed) => Ok(Served {
+                answer: streamed.collect().await?,
+                outcome: None,
+            }),
+        }
+    }
+}
+
+/// How a backend request may be answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Via {
+    /// Through the answer store under this key: one backend call per key in
+    /// flight, a success stored (unless `cache_responses` is off, then as
+    /// `Direct`). An event stream is read whole and not stored.
+    Store(Key),
+    /// Straight to the backend; an event stream is passed through.
+    Direct,
+    /// The client asked for a stream (`stream=true`): straight to the
+    /// backend, and an event stream or any chunked answer is passed through.
+    Stream,
 }
 
 impl Upstream {
@@ -139,14 +192,14 @@ impl Upstream {
             source,
         })?;
         let config = &config.upstream;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_seconds))
-            .build()?;
+        // No client-wide timeout: it would cut a stream that outlives it.
+        // Each call has its own deadlines (see `stream::exchange`).
+        let client = reqwest::Client::builder().build()?;
         Ok(Upstream {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 client,
-                permits: Semaphore::new(config.max_concurrent),
+                permits: Arc::new(Semaphore::new(config.max_concurrent)),
                 stats: UpstreamStats::default(),
                 store,
             }),
@@ -173,7 +226,7 @@ impl Upstream {
     }
 
     /// The answer store (for its counters).
-    pub fn store(&self) -> &Store<UpstreamError> {
+    pub fn store(&self) -> &Store<FlightError> {
         &self.inner.store
     }
 
@@ -200,31 +253,35 @@ impl Upstream {
         }
     }
 
-    /// Answers `request` from the store when `cache_key` is given and the
-    /// answer is stored; otherwise calls the backend (once per key in flight)
-    /// and stores a success. Without a key the call is made directly.
-    pub(crate) async fn serve(
-        &self,
-        cache_key: Option<Key>,
-        request: Request,
-    ) -> Result<Served, UpstreamError> {
+    /// Answers `request` as `via` says: from the store when it holds the
+    /// answer, else from one backend call (per key in flight) whose success
+    /// is stored; or straight from the backend, passing a stream through.
+    pub(crate) async fn serve(&self, via: Via, request: Request) -> Result<Reply, UpstreamError> {
         self.ensure_configured()?;
-        let key = match cache_key {
-            Some(key) if self.inner.config.cache_responses => key,
-            _ => {
-                let answer = self.call(request).await?;
-                return Ok(Served {
-                    answer,
-                    outcome: None,
-                });
+        let key = match via {
+            Via::Store(key) if self.inner.config.cache_responses => key,
+            Via::Store(_) | Via::Direct => {
+                return self.call(request, StreamWhen::EventStream).await;
             }
+            Via::Stream => return self.call(request, StreamWhen::EventStreamOrChunked).await,
         };
         let this = self.clone();
         let result = self
             .inner
             .store
             .get_or_compute(key, move || async move {
-                this.call(request).await.map(|a| a.encode())
+                let served = this
+                    .call(request, StreamWhen::Never)
+                    .await
+                    .map_err(FlightError::Failed)?
+                    .into_served()
+                    .await
+                    .map_err(FlightError::Failed)?;
+                if is_event_stream(&served.answer.content_type) {
+                    Err(FlightError::Unstored(served.answer))
+                } else {
+                    Ok(served.answer.encode())
+                }
             })
             .await;
         match result {
@@ -234,26 +291,32 @@ impl Upstream {
                 let answer = Answer::decode(&bytes).ok_or_else(|| {
                     UpstreamError::BadAnswer("a stored answer did not decode".into())
                 })?;
-                Ok(Served {
+                Ok(Reply::Whole(Served {
                     answer,
                     outcome: Some(outcome),
-                })
+                }))
             }
-            Err(ComputeError::Failed(e)) => Err(e),
+            Err(ComputeError::Failed(FlightError::Unstored(answer))) => Ok(Reply::Whole(Served {
+                answer,
+                outcome: None,
+            })),
+            Err(ComputeError::Failed(FlightError::Failed(e))) => Err(e),
             Err(ComputeError::Panicked) => {
                 Err(UpstreamError::BadAnswer("the backend call panicked".into()))
             }
         }
     }
 
-    /// One backend call with the concurrency limit and retries.
-    async fn call(&self, request: Request) -> Result<Answer, UpstreamError> {
+    /// One backend call with the concurrency limit and retries (of calls
+    /// that could not connect, so always before the answer's first byte).
+    /// A stream passed through keeps its permit until it ends or is dropped.
+    async fn call(&self, request: Request, when: StreamWhen) -> Result<Reply, UpstreamError> {
         let inner = &self.inner;
-        let _permit = inner
-            .permits
-            .acquire()
+        let permit = Arc::clone(&inner.permits)
+            .acquire_owned()
             .await
             .map_err(|_| UpstreamError::Unavailable("backend permits closed".into()))?;
+        let timeout = inner.config.timeout_seconds;
         let mut attempt = 0;
         loop {
             let started = Instant::now();
@@ -261,7 +324,8 @@ impl Upstream {
             if !inner.config.api_key.is_empty() {
                 builder = builder.bearer_auth(&inner.config.api_key);
             }
-            let result = send(builder, inner.config.timeout_seconds).await;
+            // A stream's call is counted up to its head.
+            let result = stream::exchange(builder, timeout, when).await;
             let took = started.elapsed();
             inner.stats.calls.fetch_add(1, Ordering::Relaxed);
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -278,9 +342,15 @@ impl Upstream {
             };
             metrics::counter!(names::UPSTREAM_CALLS, "result" => label).increment(1);
             match result {
-                Ok(mut answer) => {
+                Ok(stream::Exchange::Whole(mut answer)) => {
                     answer.backend_seconds = took.as_secs_f64();
-                    return Ok(answer);
+                    return Ok(Reply::Whole(Served {
+                        answer,
+                        outcome: None,
+                    }));
+                }
+                Ok(stream::Exchange::Stream(response)) => {
+                    return Ok(Reply::Stream(Streamed::new(response, permit, timeout)));
                 }
                 Err(UpstreamError::Unavailable(why)) if attempt < inner.config.retries => {
                     inner.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -295,38 +365,5 @@ impl Upstream {
                 }
             }
         }
-    }
-}
-
-async fn send(builder: reqwest::RequestBuilder, timeout: u64) -> Result<Answer, UpstreamError> {
-    let classify = |e: reqwest::Error| {
-        if e.is_timeout() {
-            UpstreamError::Timeout(timeout)
-        } else {
-            UpstreamError::Unavailable(e.to_string())
-        }
-    };
-    let response = builder.send().await.map_err(classify)?;
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    let body = response.bytes().await.map_err(classify)?;
-    if (200..300).contains(&status) {
-        Ok(Answer {
-            status,
-            content_type,
-            body,
-            backend_seconds: 0.0,
-        })
-    } else {
-        Err(UpstreamError::Status {
-            status,
-            content_type,
-            body,
-        })
     }
 }

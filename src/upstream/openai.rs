@@ -1,9 +1,10 @@
-//! The OpenAI wire protocol of proxy mode: the two calls opusgate makes to
-//! the backend (`POST {url}/audio/transcriptions` with the client's form,
+//! The OpenAI wire protocol of proxy mode: the calls opusgate makes to the
+//! backend (`POST {url}/audio/transcriptions` and `POST
+//! {url}/audio/translations` with the client's form, `GET {url}/models`,
 //! `POST {url}/chat/completions` with audio input for `translate_audio`),
 //! their payloads, the content address of each request, and reading the
-//! model's reply. The transport (permits, retries, the answer store) is
-//! [`Upstream`]'s.
+//! model's reply. The transport (permits, retries, the answer store,
+//! streams) is [`Upstream`]'s.
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -11,14 +12,42 @@ use opusgate_cache::Key;
 use serde_json::{json, Map, Value};
 
 use super::answer::request_key;
-use super::{Served, Upstream, UpstreamError};
+use super::{Reply, Served, Upstream, UpstreamError, Via};
 use crate::config::UpstreamConfig;
-
-/// The backend path of transcriptions, after `upstream.url`.
-pub const TRANSCRIPTIONS_PATH: &str = "/audio/transcriptions";
 
 /// The backend path of chat completions, after `upstream.url`.
 pub const CHAT_PATH: &str = "/chat/completions";
+
+/// The backend path of the model list, after `upstream.url`.
+pub const MODELS_PATH: &str = "/models";
+
+/// The two audio endpoints that take OpenAI's form: the same request, the
+/// same handling, their own backend path and their own request keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/audio/transcriptions`: text in the audio's language.
+    Transcriptions,
+    /// `/audio/translations`: text in English.
+    Translations,
+}
+
+impl Endpoint {
+    /// The backend path, after `upstream.url`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Transcriptions => "/audio/transcriptions",
+            Endpoint::Translations => "/audio/translations",
+        }
+    }
+
+    /// The route name in its request keys.
+    fn route(self) -> &'static str {
+        match self {
+            Endpoint::Transcriptions => "transcriptions",
+            Endpoint::Translations => "translations",
+        }
+    }
+}
 
 /// The original service's default instruction to the model.
 pub const DEFAULT_USER_PROMPT: &str = "请处理下面的音频。";
@@ -68,7 +97,7 @@ pub(crate) struct FilePart {
 /// each retry.
 #[derive(Debug, Clone)]
 pub(crate) enum Request {
-    /// A multipart form (transcriptions).
+    /// A multipart form (transcriptions, translations).
     Form {
         url: String,
         fields: Vec<Field>,
@@ -76,6 +105,8 @@ pub(crate) enum Request {
     },
     /// A JSON body (chat completions).
     Json { url: String, body: Value },
+    /// A GET (the model list).
+    Get { url: String },
 }
 
 impl Request {
@@ -102,6 +133,7 @@ impl Request {
                 client.post(url).multipart(form.part("file", part))
             }
             Request::Json { url, body } => client.post(url).json(body),
+            Request::Get { url } => client.get(url),
         }
     }
 }
@@ -115,21 +147,44 @@ pub struct Translation {
     pub served: Served,
 }
 
+/// Whether the form asks for a stream (`stream=true`).
+fn asks_for_stream(fields: &[Field]) -> bool {
+    fields.iter().filter(|f| f.name == "stream").any(|f| {
+        let value = String::from_utf8_lossy(&f.data);
+        let value = value.trim();
+        value.eq_ignore_ascii_case("true") || value == "1"
+    })
+}
+
+/// Whether the form is deterministic: no `temperature`, or 0.
+fn deterministic(fields: &[Field]) -> bool {
+    fields.iter().filter(|f| f.name == "temperature").all(|f| {
+        String::from_utf8_lossy(&f.data)
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|t| t == 0.0)
+    })
+}
+
 impl Upstream {
-    /// `POST /audio/transcriptions` with the client's `fields` (a `model`
-    /// added when it names none) and `audio` as `file`. Stored when the
-    /// request is deterministic (no `temperature`, or 0).
+    /// `POST /audio/transcriptions` or `/audio/translations` (`endpoint`)
+    /// with the client's `fields` (`upstream.transcription_model` added when
+    /// they name no `model`) and `audio` as `file`. A request that asks for a
+    /// stream (`stream=true`) is passed straight through; otherwise the
+    /// answer is stored when the request is deterministic (no
+    /// `temperature`, or 0).
     pub async fn transcribe(
         &self,
+        endpoint: Endpoint,
         mut fields: Vec<Field>,
         audio: Audio,
-    ) -> Result<Served, UpstreamError> {
+    ) -> Result<Reply, UpstreamError> {
         let config = self.config();
         if !fields.iter().any(|f| f.name == "model") {
             fields.push(Field {
                 name: "model".into(),
                 file_name: None,
-                data: Bytes::from(config.model.clone()),
+                data: Bytes::from(config.effective_transcription_model().to_owned()),
             });
         }
         let (file, identity) = match audio {
@@ -158,26 +213,32 @@ impl Upstream {
                 (part, identity)
             }
         };
-        let deterministic = fields.iter().filter(|f| f.name == "temperature").all(|f| {
-            String::from_utf8_lossy(&f.data)
-                .trim()
-                .parse::<f64>()
-                .is_ok_and(|t| t == 0.0)
-        });
-        let url = self.url(TRANSCRIPTIONS_PATH);
-        let key = deterministic.then(|| {
+        let url = self.url(endpoint.path());
+        let via = if asks_for_stream(&fields) {
+            Via::Stream
+        } else if deterministic(&fields) {
             let mut parts: Vec<(String, Vec<u8>)> = fields
                 .iter()
                 .map(|f| (f.name.clone(), f.data.to_vec()))
                 .collect();
             parts.push(("file".into(), identity.into_bytes()));
             parts.push(("backend".into(), url.clone().into_bytes()));
-            request_key("transcriptions", parts)
-        });
-        self.serve(key, Request::Form { url, fields, file }).await
+            Via::Store(request_key(endpoint.route(), parts))
+        } else {
+            Via::Direct
+        };
+        self.serve(via, Request::Form { url, fields, file }).await
     }
 
-    /// `translate_audio` over `POST /chat/completions`: the converted `wav`
+    /// `GET /models` with opusgate's backend key; never stored (the list is
+    /// small, and must show what the backend serves now).
+    pub async fn models(&self) -> Result<Reply, UpstreamError> {
+        let url = self.url(MODELS_PATH);
+        self.serve(Via::Direct, Request::Get { url }).await
+    }
+
+    /// `translate_audio` over `POST /chat/completions` with
+    /// `upstream.chat_model`: the converted `wav`
     /// (content address `wav_key`) as audio input, `prompt` (the default
     /// instruction when empty) as the user's text, and a system message
     /// asking for the transcript and one line per language of `languages`
@@ -199,7 +260,7 @@ impl Upstream {
             languages
         };
         let system = system_prompt(config, languages);
-        let model = config.model.clone();
+        let model = config.chat_model.clone();
         let url = self.url(CHAT_PATH);
         let key = request_key(
             "translate_audio",
@@ -223,7 +284,11 @@ impl Upstream {
                 ]},
             ],
         });
-        let served = self.serve(Some(key), Request::Json { url, body }).await?;
+        let served = self
+            .serve(Via::Store(key), Request::Json { url, body })
+            .await?
+            .into_served()
+            .await?;
         let reply: Value = serde_json::from_slice(&served.answer.body)
             .map_err(|e| UpstreamError::BadAnswer(format!("not JSON: {e}")))?;
         let content = reply["choices"][0]["message"]["content"]
@@ -278,6 +343,28 @@ mod tests {
         assert_eq!(data["日文"], "こんにちは");
         assert_eq!(data.len(), 4, "{data:?}");
         assert!(data["raw_text"].as_str().unwrap().starts_with("原文"));
+    }
+
+    #[test]
+    fn forms_ask_for_streams_and_sampling_by_their_fields() {
+        let f = |name: &str, value: &str| Field {
+            name: name.into(),
+            file_name: None,
+            data: Bytes::from(value.to_owned()),
+        };
+        assert!(asks_for_stream(&[f("stream", "true")]));
+        assert!(asks_for_stream(&[f("stream", " True ")]));
+        assert!(!asks_for_stream(&[f("stream", "false")]));
+        assert!(!asks_for_stream(&[f("model", "true")]));
+        assert!(deterministic(&[]));
+        assert!(deterministic(&[f("temperature", "0")]));
+        assert!(deterministic(&[f("temperature", "0.0")]));
+        assert!(!deterministic(&[f("temperature", "0.2")]));
+        assert!(!deterministic(&[f("temperature", "hot")]));
+        assert_ne!(
+            Endpoint::Transcriptions.route(),
+            Endpoint::Translations.route()
+        );
     }
 
     #[test]

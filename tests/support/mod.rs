@@ -14,6 +14,7 @@
 //! - [`server`]: a server in process, on 127.0.0.1:0;
 //! - [`process`]: the real `opusgate` binary as a child process;
 //! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode;
+//! - [`proxy`]: a server in proxy mode against it, and the forms sent;
 //! - [`redis`]: real `redis-server` processes and a Redis Cluster for the
 //!   fleet tests, and a small RESP client;
 //! - [`fleet`]: fleets of `opusgate` processes on a shared tier in Redis:
@@ -28,6 +29,7 @@ pub mod hostile;
 pub mod http;
 pub mod ogg;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod rng;
 pub mod server;
