@@ -66,9 +66,20 @@ assert r.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\ntranscript number 
 again = transcribe("srt")
 assert again == srt, (again, srt)
 
-with open(clip, "rb") as f:
-    r = client.audio.translations.create(model="whisper-sdk", file=f)
+def translate(fmt):
+    with open(clip, "rb") as f:
+        return client.audio.translations.create(model="whisper-sdk", file=f, response_format=fmt)
+
+r = translate("json")
 assert r.text.startswith("translation number "), r
+r = translate("text")
+assert isinstance(r, str) and r.startswith("translation number "), repr(r)
+r = translate("verbose_json")
+assert r.duration == 1.5 and r.text.startswith("translation number "), r
+r = translate("srt")
+assert r.startswith("1\n00:00:00,000 --> 00:00:01,500\ntranslation number "), repr(r)
+r = translate("vtt")
+assert r.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\ntranslation number "), repr(r)
 
 ids = [m.id for m in client.models.list()]
 assert ids == ["whisper-test", "gpt-4o-audio-test"], ids
@@ -276,11 +287,11 @@ async fn the_official_python_sdk_talks_to_opusgate() {
         .iter()
         .filter(|r| r.path.starts_with("/v1/audio/"))
         .collect();
-    // json, text, verbose_json, srt, vtt, the translation, the stream (the
-    // repeated srt came from the store).
+    // json, text, verbose_json, srt, vtt for each of transcriptions and
+    // translations, and the stream (the repeated srt came from the store).
     assert_eq!(
         audio.len(),
-        7,
+        11,
         "{:?}",
         received.iter().map(|r| r.path).collect::<Vec<_>>()
     );
