@@ -393,3 +393,56 @@ async fn two_hundred_vanishing_clients_leak_nothing() {
     );
     server.kill9();
 }
+
+/// A whole record file copied, with the server stopped, onto another clip's
+/// path: its checksum covers the key it was written for, so the copy is
+/// caught on read (404 by key), deleted and counted, and the clip it landed
+/// on is converted again with its own bytes; the original still hits.
+#[tokio::test]
+async fn a_record_copied_onto_another_clips_path_is_not_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir(dir.path());
+    let client = reqwest::Client::new();
+    // Clips of one duration, so that the copy's length matches B's index
+    // entry and the open cannot tell from lengths alone.
+    let uploads = [clip(1.5, 700), clip(1.5, 701)];
+    let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
+    assert_eq!(expected[0].len(), expected[1].len());
+    assert_ne!(expected[0], expected[1]);
+
+    let server = ServerProcess::start(&store, &[]);
+    let mut keys = Vec::new();
+    for upload in &uploads {
+        let r = server.post_convert(&client, "", upload.clone()).await;
+        assert_eq!(r.status(), 200);
+        keys.push(header(&r, "etag").trim_matches('"').to_owned());
+    }
+    let exit = server.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "first run exited with {exit}");
+
+    let disk_path = store.join("audio");
+    let [a_path, b_path] =
+        [&keys[0], &keys[1]].map(|key| opusgate_cache::value_path(&disk_path, &parse_key(key)));
+    std::fs::copy(&a_path, &b_path).expect("copy A's record onto B's path");
+
+    let server = ServerProcess::start(&store, &[]);
+    let stats = server.stats(&client).await;
+    assert_eq!(stats["cache"]["corrupt_records"], 0, "{stats}");
+    let r = client
+        .get(server.url(&format!("/api/v1/audio/{}", keys[1])))
+        .send()
+        .await
+        .expect("audio by key");
+    assert_eq!(r.status(), 404, "A's record was served as B");
+    assert!(!b_path.exists(), "the copy is deleted");
+    let (status, cache, body) = server.convert(&client, &uploads[1]).await;
+    assert_eq!((status, cache.as_str()), (200, "miss"));
+    assert_eq!(body, expected[1]);
+    let (status, cache, body) = server.convert(&client, &uploads[0]).await;
+    assert_eq!((status, cache.as_str()), (200, "hit-disk"));
+    assert_eq!(body, expected[0]);
+    let stats = server.stats(&client).await;
+    assert_eq!(stats["cache"]["corrupt_records"], 1, "{stats}");
+    assert_eq!(server.log_count("corrupt disk record"), 1);
+    server.kill9();
+}

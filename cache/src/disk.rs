@@ -209,7 +209,7 @@ fn read_blocking(files: &ValueFiles, key: &Key) -> std::io::Result<Read> {
     let Some(record) = files.read(key)? else {
         return Ok(Read::Missing);
     };
-    match record::verify(&record) {
+    match record::verify(key, &record) {
         Ok(range) => Ok(Read::Found(Bytes::from(record).slice(range))),
         Err(error) => Ok(Read::Corrupt(error)),
     }

@@ -58,7 +58,7 @@ impl ValueFiles {
         let path = self.path(key);
         let tmp = tmp_path(&path);
         let written = File::create(&tmp).and_then(|mut file| {
-            file.write_all(&record::header(value))?;
+            file.write_all(&record::header(key, value))?;
             file.write_all(value)
         });
         if let Err(error) = written.and_then(|()| fs::rename(&tmp, &path)) {
@@ -192,10 +192,13 @@ mod tests {
         assert_eq!(files.read(&key(1)).unwrap(), None);
         files.write(&key(1), b"hello").unwrap();
         let record = files.read(&key(1)).unwrap().unwrap();
-        assert_eq!(record, record::encode(b"hello"));
+        assert_eq!(record, record::encode(&key(1), b"hello"));
         assert_eq!(files.read_framing(&key(1)).unwrap(), Some(Ok(5)));
         files.write(&key(1), b"bye").unwrap();
-        assert_eq!(files.read(&key(1)).unwrap(), Some(record::encode(b"bye")));
+        assert_eq!(
+            files.read(&key(1)).unwrap(),
+            Some(record::encode(&key(1), b"bye"))
+        );
         files.sync(&[key(1), key(2)].into_iter().collect()).unwrap();
         files.remove(&key(1)).unwrap();
         files.remove(&key(1)).unwrap();

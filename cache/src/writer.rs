@@ -22,7 +22,9 @@
 //!   adopted if its framing is right, as the most recently used record.
 //!
 //! A file cut short or damaged otherwise fails its checks when read and is
-//! deleted and counted; nothing unverified is ever returned.
+//! deleted and counted; nothing unverified is ever returned. That includes a
+//! whole record moved, copied or restored under another key's file name: its
+//! checksum covers the key it was written for (see [`crate::record`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use crate::error::StoreError;
 use crate::files::{Listed, ValueFiles};
 use crate::index::{IndexEntry, LruIndex};
 use crate::key::Key;
-use crate::record::{self, HEADER_LEN, LEGACY_VALUES_TREE};
+use crate::record::{self, RecordError, HEADER_LEN, LEGACY_META_TREE, LEGACY_VALUES_TREE};
 use crate::stats::{add, bump, set};
 use crate::tierstate::Shared;
 
@@ -233,7 +235,7 @@ impl Writer {
             }
             return Ok(());
         };
-        if record::verify(&record).is_ok() {
+        if record::verify(&key, &record).is_ok() {
             return Ok(());
         }
         self.files.remove(&key)?;
@@ -256,23 +258,48 @@ impl Writer {
     /// - an indexed file whose length is not its entry's is deleted (corrupt);
     /// - an entry with no file is dropped;
     /// - a file with no entry is adopted if its framing is right (corrupt
-    ///   and deleted if not);
+    ///   and deleted if not), deleted without being counted if it is a record
+    ///   of an outdated format (see below);
     /// - leftovers of interrupted writes are removed;
     /// - then records are evicted down to the capacity (it may have shrunk).
     ///
     /// A database from before values moved to files still holds them in
     /// sled; that tree is dropped (the cache starts empty).
+    ///
+    /// A database last opened by a version writing format 1 records (whose
+    /// checksum did not cover the key) has its recency entries in
+    /// [`LEGACY_META_TREE`]: that tree is dropped and this version's own
+    /// recency tree emptied (it can hold stale entries if the database went
+    /// from this version back to an older one and forward again), so that
+    /// every file comes up unindexed and has its framing, the version among
+    /// it, checked: format 1 records are deleted there and then, and the disk
+    /// tier starts cold. Outside an upgrade, the open reads no file the index
+    /// accounts for; a format 1 file planted under an indexed key fails its
+    /// checks on read instead and is counted as corrupt like any record that
+    /// should not be there.
     fn reconcile(&mut self) -> Result<(), StoreError> {
-        if self
-            .db
-            .tree_names()
-            .iter()
-            .any(|name| name == LEGACY_VALUES_TREE.as_bytes())
-        {
+        let tree_names = self.db.tree_names();
+        let has_tree = |tree: &str| tree_names.iter().any(|name| name == tree.as_bytes());
+        if has_tree(LEGACY_VALUES_TREE) {
             self.db.drop_tree(LEGACY_VALUES_TREE)?;
             tracing::info!("opusgate-cache: dropped the values kept in sled by an older version");
         }
+        if has_tree(LEGACY_META_TREE) {
+            self.db.drop_tree(LEGACY_META_TREE)?;
+            self.meta.clear()?;
+            tracing::info!(
+                "opusgate-cache: database last used by a version writing format 1 records; \
+                 checking the format of every record file"
+            );
+        }
         let mut corrupt = 0u64;
+        // Records of an outdated format deleted below. Deliberately not
+        // counted in `corrupt_records`: they are not damaged, only written
+        // by an older version, and an upgrade drops every one of them at
+        // once; counting them would raise the corruption counter (and any
+        // alert on it) by the size of the cache on every upgrade. They are
+        // reported in the "reconciled" log line below (`outdated`).
+        let mut outdated = 0u64;
         let mut unreadable = HashSet::new();
         let mut bad_entries = Batch::default();
         for item in self.meta.iter() {
@@ -314,6 +341,12 @@ impl Writer {
                 )),
                 None => match self.files.read_framing(&key)? {
                     Some(Ok(len)) => Ok(len),
+                    Some(Err(RecordError::OldVersion(_))) => {
+                        // Unindexed, so there is no recency entry to drop.
+                        self.files.remove(&key)?;
+                        outdated += 1;
+                        continue;
+                    }
                     Some(Err(error)) => Err(error.to_string()),
                     None => continue,
                 },
@@ -345,11 +378,12 @@ impl Writer {
         }
         self.meta.apply_batch(entries)?;
         add(&self.shared.counters.corrupt_records, corrupt);
-        if corrupt + leftovers > 0 || !missing.is_empty() || !adopted.is_empty() {
+        if corrupt + outdated + leftovers > 0 || !missing.is_empty() || !adopted.is_empty() {
             tracing::info!(
                 adopted = adopted.len(),
                 entries_without_file = missing.len(),
                 corrupt,
+                outdated,
                 leftovers,
                 "opusgate-cache: disk tier reconciled at open"
             );

@@ -34,7 +34,7 @@ async fn flipped_byte_is_detected_removed_counted_and_recomputed() {
         store.close().await.unwrap();
     }
     let mut bytes = read_record(dir.path(), &key).expect("record written");
-    assert_eq!(bytes, record::encode(&original), "documented layout");
+    assert_eq!(bytes, record::encode(&key, &original), "documented layout");
     bytes[HEADER_LEN + 100] ^= 0x40;
     overwrite_record(dir.path(), &key, &bytes);
 
@@ -56,7 +56,7 @@ async fn flipped_byte_is_detected_removed_counted_and_recomputed() {
 
     // The bad record is gone; the fresh value replaced it, intact.
     let stored = read_record(dir.path(), &key).expect("fresh record written");
-    assert_eq!(stored, record::encode(&fresh));
+    assert_eq!(stored, record::encode(&key, &fresh));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +72,9 @@ async fn damaged_headers_and_foreign_records_are_rejected_by_get() {
         }
         store.close().await.unwrap();
     }
-    let good = record::encode(&value(0, 500));
+    let good = record::encode(&keys[0], &value(0, 500));
     let mut bad_version = good.clone();
-    bad_version[0] = 2;
+    bad_version[0] = record::FORMAT_VERSION + 1;
     let mut bad_length = good.clone();
     bad_length[8] ^= 1;
     let mut bad_digest = good.clone();
@@ -156,4 +156,79 @@ async fn concurrent_readers_of_a_corrupt_record_count_it_once() {
     assert_eq!(store.stats().corrupt_records, 1);
     store.flush().await.unwrap();
     assert_eq!(store.get(&key).await, Some((fresh, Tier::Memory)));
+}
+
+/// A whole, well-formed record under the wrong file name: its checksum
+/// covers the key it was written for, so it is caught on read, deleted and
+/// counted, and the caller computes the right value; the record it was
+/// copied from still reads right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_copied_onto_another_keys_path_reads_as_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk_path = config(dir.path(), 0, 0).disk_path;
+    let a = Key::derive(b"clip a", b"bound");
+    let b = Key::derive(b"clip b", b"bound");
+    // Same length, so that the copy also passes the length checks at open.
+    let (a_value, b_value) = (value(21, 3000), value(22, 3000));
+
+    // Copied while the store is open (memory tier off: reads go to disk).
+    let store = open(dir.path(), 0, MIB).await;
+    store.insert(a, a_value.clone()).await;
+    store.insert(b, b_value.clone()).await;
+    store.flush().await.unwrap();
+    assert_eq!(store.get(&b).await, Some((b_value.clone(), Tier::Disk)));
+    std::fs::copy(value_path(&disk_path, &a), value_path(&disk_path, &b)).unwrap();
+    assert_eq!(store.get(&b).await, None);
+    let stats = store.stats();
+    assert_eq!(stats.corrupt_records, 1);
+    assert_eq!(stats.disk.entries, 1);
+    assert_eq!(read_record(dir.path(), &b), None, "the copy is deleted");
+    assert_eq!(store.get(&a).await, Some((a_value.clone(), Tier::Disk)));
+    // Computed again, and stored under its own key.
+    let answer = store
+        .get_or_compute(b, {
+            let b_value = b_value.clone();
+            move || async move { Ok::<_, String>(b_value) }
+        })
+        .await;
+    assert_eq!(answer, Ok((b_value.clone(), Outcome::Miss)));
+    store.close().await.unwrap();
+    assert_eq!(
+        read_record(dir.path(), &b),
+        Some(record::encode(&b, &b_value))
+    );
+
+    // Copied while the store is stopped, onto an indexed key and onto a
+    // key it never wrote (which the open adopts, its framing being right).
+    let stranger = Key::derive(b"never written", b"bound");
+    std::fs::copy(value_path(&disk_path, &a), value_path(&disk_path, &b)).unwrap();
+    std::fs::copy(
+        value_path(&disk_path, &a),
+        value_path(&disk_path, &stranger),
+    )
+    .unwrap();
+    let store = open(dir.path(), 0, MIB).await;
+    let stats = store.stats();
+    assert_eq!(stats.corrupt_records, 0, "nothing looks wrong at open");
+    assert_eq!(stats.disk.entries, 3);
+    assert_eq!(store.get(&b).await, None);
+    assert_eq!(store.get(&stranger).await, None);
+    let stats = store.stats();
+    assert_eq!(stats.corrupt_records, 2);
+    assert_eq!(stats.disk.entries, 1);
+    assert_eq!(stats.disk.bytes, 3000);
+    assert_eq!(stats.hits_disk, 0);
+    assert_eq!(read_record(dir.path(), &b), None);
+    assert_eq!(read_record(dir.path(), &stranger), None);
+    assert_eq!(store.get(&a).await, Some((a_value.clone(), Tier::Disk)));
+    store.close().await.unwrap();
+
+    // And after another reopen: gone for good, the original intact.
+    let store = open(dir.path(), 0, MIB).await;
+    assert_eq!(store.stats().disk.entries, 1);
+    assert_eq!(store.get(&b).await, None);
+    assert_eq!(store.get(&stranger).await, None);
+    assert_eq!(store.get(&a).await, Some((a_value, Tier::Disk)));
+    assert_eq!(store.stats().corrupt_records, 0);
+    store.close().await.unwrap();
 }

@@ -124,7 +124,7 @@ async fn reopen_repairs_what_an_unclean_stop_leaves() {
     let orphan_value = value(7, 5000);
     std::fs::write(
         value_path(&disk_path, &orphan),
-        record::encode(&orphan_value),
+        record::encode(&orphan, &orphan_value),
     )
     .unwrap();
     // A write interrupted before its rename.
@@ -152,4 +152,118 @@ async fn reopen_repairs_what_an_unclean_stop_leaves() {
         store.close().await.unwrap();
         assert!(!std::path::Path::new(&tmp).exists());
     }
+}
+
+/// A format 1 record, built by hand: version 1, the value's length (u64
+/// big-endian), SHA-256 of the value alone, the value.
+fn format_1_record(value: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut record = vec![1u8];
+    record.extend_from_slice(&(value.len() as u64).to_be_bytes());
+    record.extend_from_slice(&Sha256::digest(value));
+    record.extend_from_slice(value);
+    record
+}
+
+/// A cache written by a version of format 1 (its recency tree and record
+/// files, made by hand) is dropped at open: every record deleted with its
+/// entry, none counted as corrupt, and the store works from a cold disk
+/// tier, also after the next reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_cache_starts_cold_after_the_upgrade() {
+    const FORMAT_1_META_TREE: &str = "opusgate-cache.meta.v1";
+    let dir = tempfile::tempdir().unwrap();
+    let disk_path = common::config(dir.path(), 0, 0).disk_path;
+    let keys: Vec<Key> = (0..3u32)
+        .map(|n| Key::derive(&n.to_be_bytes(), b"format 1"))
+        .collect();
+    {
+        let db = sled::Config::new().path(&disk_path).open().unwrap();
+        let meta = db.open_tree(FORMAT_1_META_TREE).unwrap();
+        for (n, key) in keys.iter().enumerate() {
+            let value = value(n as u32, 1000);
+            let path = value_path(&disk_path, key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format_1_record(&value)).unwrap();
+            // A recency entry: sequence, value length (u64 big-endian each).
+            let mut entry = (n as u64 + 1).to_be_bytes().to_vec();
+            entry.extend_from_slice(&(value.len() as u64).to_be_bytes());
+            meta.insert(key.as_bytes(), entry).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    let store = open(dir.path(), 0, 8 * MIB).await;
+    let stats = store.stats();
+    assert_eq!(stats.disk.entries, 0);
+    assert_eq!(stats.disk.bytes, 0);
+    assert_eq!(stats.corrupt_records, 0, "outdated, not corrupt");
+    assert_eq!(common::record_files(dir.path()), Vec::<Key>::new());
+    for key in &keys {
+        assert_eq!(store.get(key).await, None);
+    }
+    store.insert(keys[0], value(50, 2000)).await;
+    store.close().await.unwrap();
+    {
+        let db = sled::Config::new().path(&disk_path).open().unwrap();
+        assert!(
+            !db.tree_names()
+                .iter()
+                .any(|name| name == FORMAT_1_META_TREE.as_bytes()),
+            "the format 1 recency tree is dropped"
+        );
+    }
+
+    let store = open(dir.path(), 0, 8 * MIB).await;
+    let stats = store.stats();
+    assert_eq!(stats.disk.entries, 1);
+    assert_eq!(stats.disk.bytes, 2000);
+    assert_eq!(stats.corrupt_records, 0);
+    assert_eq!(
+        store.get(&keys[0]).await,
+        Some((value(50, 2000), Tier::Disk))
+    );
+    store.close().await.unwrap();
+}
+
+/// In a store of the current format, a format 1 record planted with no
+/// recency entry is dropped at open, not counted as corrupt; one planted
+/// over an indexed record of the same length looks whole at open and is
+/// caught on read like any record that should not be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_format_1_record_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk_path = common::config(dir.path(), 0, 0).disk_path;
+    let kept = Key::derive(b"kept", b"planted");
+    let overwritten = Key::derive(b"overwritten", b"planted");
+    let planted = Key::derive(b"planted", b"planted");
+    {
+        let store = open(dir.path(), 0, 8 * MIB).await;
+        store.insert(kept, value(1, 1000)).await;
+        store.insert(overwritten, value(2, 1000)).await;
+        store.close().await.unwrap();
+    }
+    std::fs::write(
+        value_path(&disk_path, &planted),
+        format_1_record(&value(3, 1000)),
+    )
+    .unwrap();
+    std::fs::write(
+        value_path(&disk_path, &overwritten),
+        format_1_record(&value(2, 1000)),
+    )
+    .unwrap();
+
+    let store = open(dir.path(), 0, 8 * MIB).await;
+    let stats = store.stats();
+    assert_eq!(stats.corrupt_records, 0);
+    assert_eq!(stats.disk.entries, 2, "the unindexed one is dropped");
+    assert!(!value_path(&disk_path, &planted).exists());
+    assert_eq!(store.get(&planted).await, None);
+    assert_eq!(store.get(&overwritten).await, None);
+    assert_eq!(store.stats().corrupt_records, 1);
+    assert!(!value_path(&disk_path, &overwritten).exists());
+    assert_eq!(store.get(&kept).await, Some((value(1, 1000), Tier::Disk)));
+    assert_eq!(store.stats().disk.entries, 1);
+    store.close().await.unwrap();
 }
