@@ -5,17 +5,20 @@
 
 mod support;
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use opusgate::codec::head::packet_samples_48k;
 use opusgate::codec::{convert, encode_sample, ConvertOptions, Converted, SampleOptions};
 use support::clips::{clip, options};
 use support::hostile::{
-    bad_crc, crowded, long_stream, one_packet_link, vorbis_stream, Parts, ODD_CBR_PACKET, WEBM,
-    ZERO_FRAMES_PACKET,
+    bad_crc, continued_page, crowded, long_stream, one_packet_link, vorbis_stream, Parts,
+    ODD_CBR_PACKET, WEBM, ZERO_FRAMES_PACKET,
 };
-use support::ogg::{opus_head, pages, write_pages, End};
+use support::ogg::{opus_head, pages, reserial, write_pages, End, Page};
 use support::rng::XorShift;
+use support::tools::require_tool;
 
 fn strict(input: &[u8]) -> Result<Converted, opusgate::codec::CodecError> {
     convert(input, &ConvertOptions::default())
@@ -433,4 +436,117 @@ fn audio_too_long_says_at_least_when_more_links_may_follow() {
             .contains("holds at least 5.010 s of audio"),
         "{chained}"
     );
+}
+
+/// Runs a reference decoder on the file at `path`: `opusdec` (to a WAV file
+/// beside it), or ffmpeg with `-xerror` (stop at the first decoding error
+/// instead of logging it and going on) to standard output.
+fn reference_decode(tool: &str, path: &Path) -> Output {
+    let mut cmd = Command::new(tool);
+    if tool == "opusdec" {
+        cmd.args(["--quiet", "--no-dither", "--rate", "16000"])
+            .arg(path)
+            .arg(path.with_extension("opusdec.wav"));
+    } else {
+        cmd.args(["-hide_banner", "-loglevel", "error", "-xerror", "-i"])
+            .arg(path)
+            .args(["-ac", "1", "-ar", "16000", "-f", "s16le", "-"]);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+#[test]
+fn a_bos_page_continuing_a_packet_is_invalid_stream_as_for_opusdec_and_ffmpeg() {
+    for tool in ["opusdec", "ffmpeg"] {
+        require_tool(tool);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = clip(1.0, 14);
+    let serial = pages(&first)[0].serial;
+    let second = reserial(&clip(0.5, 15), serial ^ 1);
+    let mut chain = first.clone();
+    chain.extend_from_slice(&second);
+    // The first page of the file, and the first page of a chain's second
+    // link: every BOS page starts a logical stream, none can continue a
+    // packet.
+    let mut chain_bad = first.clone();
+    chain_bad.extend(continued_page(&second, 0));
+    let cases = [
+        ("first", first.clone(), continued_page(&first, 0), serial, 0),
+        ("chained", chain, chain_bad, serial ^ 1, first.len()),
+    ];
+    for (name, good, bad, serial, at) in cases {
+        let good_path = dir.path().join(format!("{name}-good.opus"));
+        let bad_path = dir.path().join(format!("{name}-continued-bos.opus"));
+        std::fs::write(&good_path, &good).expect("write");
+        std::fs::write(&bad_path, &bad).expect("write");
+        assert_eq!(code(strict(&good)), "ok", "{name}");
+        for err in [strict(&bad), lenient(&bad)] {
+            let err = err.expect_err(name);
+            assert_eq!(err.code(), "invalid_stream", "{name}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "the first page of stream {serial} (BOS, at byte {at}) is marked as \
+                     continuing a packet"
+                )),
+                "{name}: {msg}"
+            );
+        }
+        // The reference decoders refuse it too (the same commands decode the
+        // file without the flag). Without `-xerror`, ffmpeg refuses the first
+        // case as well, but on the chained one only logs "Error parsing the
+        // packet header" and exits with status 0.
+        for tool in ["opusdec", "ffmpeg"] {
+            let ok = reference_decode(tool, &good_path);
+            assert!(
+                ok.status.success(),
+                "{tool} on {name} without the flag: {}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            let refused = reference_decode(tool, &bad_path);
+            assert!(
+                !refused.status.success(),
+                "{tool} decodes {name} with a continued BOS page: {}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_skipped_stream_continuing_on_its_bos_page_is_ignored_as_opusdec_does() {
+    // Pages of streams that are not decoded are not checked (libopusfile
+    // ignores them too): opusdec decodes this file exactly like the plain one.
+    require_tool("opusdec");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = clip(1.0, 16);
+    let plain = strict(&bytes).expect("plain");
+    let opus = pages(&bytes);
+    let vorbis = pages(&vorbis_stream(4242, &[], &[(vec![1; 300], 100)]));
+    let mut mixed = vec![
+        opus[0].clone(),
+        Page {
+            flags: vorbis[0].flags | 0x01,
+            ..vorbis[0].clone()
+        },
+    ];
+    mixed.extend(opus[1..].iter().cloned());
+    let mixed = write_pages(&mixed);
+    assert_eq!(strict(&mixed).expect("skipped stream"), plain);
+    let plain_path = dir.path().join("plain.opus");
+    let mixed_path = dir.path().join("mixed.opus");
+    std::fs::write(&plain_path, &bytes).expect("write");
+    std::fs::write(&mixed_path, &mixed).expect("write");
+    for path in [&plain_path, &mixed_path] {
+        let out = reference_decode("opusdec", path);
+        assert!(
+            out.status.success(),
+            "opusdec on {path:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let read = |p: &Path| std::fs::read(p.with_extension("opusdec.wav")).expect("opusdec output");
+    assert_eq!(read(&mixed_path), read(&plain_path));
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::clips::clip;
 use support::hostile::{
-    bad_crc, crowded, one_packet_link, vorbis_stream, Parts, ODD_CBR_PACKET, PNG, WEBM,
-    ZERO_FRAMES_PACKET,
+    bad_crc, continued_page, crowded, one_packet_link, vorbis_stream, Parts, ODD_CBR_PACKET, PNG,
+    WEBM, ZERO_FRAMES_PACKET,
 };
 use support::http::Api as _;
 use support::ogg::{
@@ -634,6 +634,19 @@ fn corpus(good: &[u8]) -> Vec<Case> {
             "bad_parameter",
         )
     });
+
+    // Appended last, so the numbers of the cases above stay as listed.
+    // A short stream (20 audio pages, a fuzzer seed) whose first page, the
+    // BOS page, is marked as continuing a packet.
+    add(
+        &mut c,
+        "a BOS page continuing a packet",
+        continued_page(
+            &parts.build(&parts.head, &opus_tags(), &audio[..20], End::Eos),
+            0,
+        ),
+        INVALID,
+    );
     c
 }
 

@@ -12,6 +12,9 @@
 //!   size, spanning any number of pages; it is not kept in memory) must be the
 //!   second packet with its vendor and comment lengths inside it (as
 //!   libopusfile checks), and audio starts on a fresh page.
+//! - The BOS page of the decoded stream, in every link, cannot be marked as
+//!   continuing a packet (`opusdec` and ffmpeg refuse such a file); the pages
+//!   of skipped streams are not checked, as libopusfile ignores them too.
 //! - Start granule (section 4.5): on the first page with completed audio
 //!   packets, `start = granule - samples completed on that page`. A start above
 //!   0 (a stream cut from a live recording) is accepted and pre-skip still

@@ -37,8 +37,18 @@ pub(crate) struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
-    /// Starts a stream from its BOS page, which must hold the OpusHead alone.
+    /// Starts a stream from its BOS page, which must hold the OpusHead alone
+    /// and cannot continue a packet (nothing of the stream comes before it).
     pub(crate) fn open(page: &Page<'a>) -> Result<Stream<'a>, CodecError> {
+        if page.continued() {
+            // libogg drops the first packet of such a page, so `opusdec`
+            // finds no OpusHead and refuses the file, as ffmpeg does.
+            return Err(invalid(format!(
+                "the first page of stream {} (BOS, at byte {}) is marked as continuing a packet \
+                 from a page before it, which a stream cannot have: the file is corrupted",
+                page.serial, page.offset
+            )));
+        }
         let complete = page.lacing.iter().filter(|&&l| l < 255).count();
         if complete != 1 || page.lacing.last().is_some_and(|&l| l == 255) {
             return Err(CodecError::InvalidStream(format!(

@@ -139,3 +139,12 @@ pub fn long_stream(n: usize, last_granule: Option<u64>) -> Vec<u8> {
         End::Eos,
     )
 }
+
+/// `bytes` (a valid Ogg file) with page `k` marked as continuing a packet
+/// from the page before it (header flag 0x01) and its CRC made right. On a
+/// BOS page: a stream claiming to start in the middle of a packet.
+pub fn continued_page(bytes: &[u8], k: usize) -> Vec<u8> {
+    let mut p = pages(bytes);
+    p[k].flags |= 0x01;
+    write_pages(&p)
+}
