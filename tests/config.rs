@@ -288,3 +288,112 @@ fn the_old_model_name_sets_the_transcription_model_unless_the_new_one_is_given()
         Ok(())
     });
 }
+
+#[test]
+fn api_keys_are_text_as_written_whatever_they_look_like() {
+    Jail::expect_with(|jail| {
+        let load = || Config::load(Path::new("c.toml"), false, &Overrides::default());
+        let keys = |c: Config| c.auth.api_keys;
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+        // config.toml: TOML strings, whatever they look like.
+        jail.create_file(
+            "c.toml",
+            "[auth]\napi_keys = [\"12345\", \"true\", \"1e3\", \"0x10\", \"1.50\", \"007\"]\n",
+        )?;
+        assert_eq!(
+            keys(load().unwrap()),
+            strings(&["12345", "true", "1e3", "0x10", "1.50", "007"])
+        );
+
+        // The environment, which figment parses into numbers and booleans
+        // (and 1.50 into 1.5, 007 into 7) before the keys are read: each is
+        // the variable's text as set.
+        for (set, expected) in [
+            ("12345", &["12345"][..]),
+            ("12345,true,1e3,0x10", &["12345", "true", "1e3", "0x10"]),
+            (" 12345 , true ", &["12345", "true"]),
+            ("true", &["true"]),
+            ("false", &["false"]),
+            ("1e3", &["1e3"]),
+            ("0x10", &["0x10"]),
+            ("1.50", &["1.50"]),
+            ("1.0e3", &["1.0e3"]),
+            ("007", &["007"]),
+            ("+5", &["+5"]),
+            ("-0", &["-0"]),
+            ("-12", &["-12"]),
+            ("99999999999999999999999", &["99999999999999999999999"]),
+            ("[007, true, abc, \"x y\"]", &["007", "true", "abc", "x y"]),
+            ("[k1,k2]", &["k1", "k2"]),
+            ("\"1.50\"", &["1.50"]),
+        ] {
+            jail.set_env("OPUSGATE_AUTH__API_KEYS", set);
+            assert_eq!(keys(load().unwrap()), strings(expected), "{set:?}");
+        }
+        // Structures figment reads are no keys (quoted, they are).
+        for set in ["{a=1}", "[k1, [2]]"] {
+            jail.set_env("OPUSGATE_AUTH__API_KEYS", set);
+            let err = load().unwrap_err().to_string();
+            assert!(
+                err.starts_with(
+                    "configuration: OPUSGATE_AUTH__API_KEYS (auth.api_keys): \
+                     an API key must be a string, found "
+                ),
+                "{set}: {err}"
+            );
+        }
+        jail.set_env("OPUSGATE_AUTH__API_KEYS", "\"{a=1}\"");
+        assert_eq!(keys(load().unwrap()), strings(&["{a=1}"]));
+
+        // Any case of the name, as figment takes it.
+        jail.clear_env();
+        jail.set_env("opusgate_auth__api_keys", "0042");
+        assert_eq!(keys(load().unwrap()), strings(&["0042"]));
+        jail.clear_env();
+
+        // A bare number in the file has no text to keep (TOML reads `0x10`
+        // and `1_000` as numbers too): refused, naming the setting.
+        jail.create_file("c.toml", "[auth]\napi_keys = [\"ok\", 1_000]\n")?;
+        let err = load().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "configuration: auth.api_keys in c.toml: an API key must be a string, \
+             found signed int `1000`: write it in quotes",
+        );
+        jail.create_file("c.toml", "[auth]\napi_keys = 12345\n")?;
+        let err = load().unwrap_err().to_string();
+        assert!(
+            err.contains("auth.api_keys in c.toml: an API key must be a string"),
+            "{err}"
+        );
+        // The environment wins over the file, as for every setting.
+        jail.set_env("OPUSGATE_AUTH__API_KEYS", "12345");
+        assert_eq!(keys(load().unwrap()), strings(&["12345"]));
+
+        // upstream.target_languages, the other list, as before.
+        jail.create_file(
+            "c.toml",
+            "[upstream]\ntarget_languages = [\"英文\", \" 日文 \"]\n",
+        )?;
+        assert_eq!(
+            load().unwrap().upstream.target_languages,
+            strings(&["英文", "日文"])
+        );
+        jail.set_env("OPUSGATE_UPSTREAM__TARGET_LANGUAGES", "法文, 德文,");
+        assert_eq!(
+            load().unwrap().upstream.target_languages,
+            strings(&["法文", "德文"])
+        );
+        jail.set_env("OPUSGATE_UPSTREAM__TARGET_LANGUAGES", "42");
+        let err = load().unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "OPUSGATE_UPSTREAM__TARGET_LANGUAGES (upstream.target_languages): \
+                 expected a string or a list of strings, found unsigned int `42`"
+            ),
+            "{err}"
+        );
+        Ok(())
+    });
+}

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Provider};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::codec::SUPPORTED_RATES;
 
 mod error;
+mod lists;
 mod shared;
 pub use error::ConfigError;
 use error::{EnvLayers, ENV_PREFIX, LEGACY_ENV};
@@ -194,8 +195,9 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accepted API keys; empty means no key is asked for.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    /// Accepted API keys; empty means no key is asked for. Each is text
+    /// as written, whatever it looks like (`12345`, `true`): see [`api_keys`].
+    #[serde(deserialize_with = "lists::api_keys")]
     pub api_keys: Vec<String>,
     /// Allow running without keys on a non-loopback address.
     pub allow_anonymous: bool,
@@ -233,7 +235,7 @@ pub struct UpstreamConfig {
     /// On-disk capacity of the answer store, bytes.
     pub cache_disk_bytes: u64,
     /// `translate_audio`'s target languages when the request names none.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    #[serde(deserialize_with = "lists::list_or_comma_separated")]
     pub target_languages: Vec<String>,
     /// `translate_audio`'s system message; `{languages}` becomes the requested
     /// languages, `{format}` the line format asked for.
@@ -291,25 +293,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// Accepts `["a", "b"]` or `"a,b"` (what an environment variable can hold).
-fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        One(String),
-    }
-    let items = match ListOrString::deserialize(d)? {
-        ListOrString::List(items) => items,
-        ListOrString::One(s) => s.split(',').map(str::to_owned).collect(),
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect())
 }
 
 /// Settings given on the command line of `opusgate serve`; the last layer.

@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use opusgate_cache::Key;
-use serde::Deserialize;
 
 use super::error::ApiError;
 use super::form::{multipart_boundary, read_body, read_multipart, take_field, AUDIO_FIELD};
@@ -18,10 +17,39 @@ use crate::service::Conversion;
 
 /// Query parameters of `/api/v1/convert`, kept as text so that a bad value
 /// gets our own `bad_parameter` answer.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ConvertQuery {
     rate: Option<String>,
     channels: Option<String>,
+}
+
+/// The query parameters `/api/v1/convert` accepts, each at most once.
+const CONVERT_PARAMETERS: &str = "`rate` and `channels`, each at most once";
+
+impl ConvertQuery {
+    /// From the form-decoded pairs of the query string, in order: any other
+    /// name (names are case-sensitive) or a name given twice is refused, so
+    /// that a misspelt parameter is not silently replaced by its default.
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<ConvertQuery, ApiError> {
+        let mut query = ConvertQuery::default();
+        for (name, value) in pairs {
+            let slot = match name.as_str() {
+                "rate" => &mut query.rate,
+                "channels" => &mut query.channels,
+                _ => {
+                    return Err(ApiError::bad_parameter(format!(
+                        "unknown query parameter `{name}`: /api/v1/convert accepts {CONVERT_PARAMETERS}"
+                    )))
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(ApiError::bad_parameter(format!(
+                    "query parameter `{name}` is given more than once: /api/v1/convert accepts {CONVERT_PARAMETERS}"
+                )));
+            }
+        }
+        Ok(query)
+    }
 }
 
 fn parse_param<T: std::str::FromStr>(
@@ -41,11 +69,13 @@ fn parse_param<T: std::str::FromStr>(
 /// multipart with the file in `audio_file`; answers the WAV.
 pub async fn convert(
     State(app): State<AppState>,
-    query: Result<Query<ConvertQuery>, axum::extract::rejection::QueryRejection>,
+    // Every pair, unknown and repeated names too, form-decoded.
+    pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
+    let Query(pairs) = pairs.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
+    let query = ConvertQuery::from_pairs(pairs)?;
     let rate = parse_param::<u32>("rate", query.rate.as_deref())?;
     let channels = parse_param::<u8>("channels", query.channels.as_deref())?;
     let params = app.service.params(rate, channels)?;
@@ -55,7 +85,7 @@ pub async fn convert(
         None => raw,
     };
     let conversion = app.service.convert(upload, params).await?;
-    Ok(wav_response(conversion))
+    Ok(wav_response(&app, conversion))
 }
 
 fn etag(key: &Key) -> HeaderValue {
@@ -68,24 +98,33 @@ fn audio_location(key: &Key) -> HeaderValue {
         .expect("a path with 64 hex digits is a valid header value")
 }
 
-fn wav_headers(headers: &mut HeaderMap, key: &Key, wav: &[u8]) {
+/// `Cache-Control` of a stored WAV (also on its 304): a year and immutable
+/// (a key names its bytes forever), `private` when API keys are configured,
+/// so that a shared cache in front never hands key-protected audio to a
+/// client without a key; `public` otherwise.
+fn cache_control(app: &AppState) -> HeaderValue {
+    HeaderValue::from_static(if app.config.auth.api_keys.is_empty() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "private, max-age=31536000, immutable"
+    })
+}
+
+fn wav_headers(app: &AppState, headers: &mut HeaderMap, key: &Key, wav: &[u8]) {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     headers.insert(header::ETAG, etag(key));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    headers.insert(header::CACHE_CONTROL, cache_control(app));
     if let Some(ms) = codec::wav::duration_ms(wav) {
         headers.insert("x-audio-duration-ms", HeaderValue::from(ms));
     }
 }
 
 /// 200 with the WAV and its cache headers.
-fn wav_response(conversion: Conversion) -> Response {
+fn wav_response(app: &AppState, conversion: Conversion) -> Response {
     let Conversion { key, wav, outcome } = conversion;
     let mut response = Response::new(Body::empty());
-    wav_headers(response.headers_mut(), &key, &wav);
+    wav_headers(app, response.headers_mut(), &key, &wav);
     response
         .headers_mut()
         .insert(header::LOCATION, audio_location(&key));
@@ -124,6 +163,10 @@ pub async fn audio(
     if matches_etag(&headers, &key) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response.headers_mut().insert(header::ETAG, etag(&key));
+        // RFC 9110 15.4.5: a 304 carries the Cache-Control of the 200.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, cache_control(&app));
         mark_audio(&mut response, key, None);
         return Ok(response);
     }
@@ -138,7 +181,7 @@ pub async fn audio(
         }
     };
     let mut response = Response::new(Body::empty());
-    wav_headers(response.headers_mut(), &key, &wav);
+    wav_headers(&app, response.headers_mut(), &key, &wav);
     mark_audio(&mut response, key, None);
     *response.body_mut() = match part {
         Some(part) => {
