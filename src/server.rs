@@ -12,9 +12,12 @@
 //! builder's protocol sniffing, which reads the first bytes with no
 //! deadline, is skipped by `http1_only`). The request body has its own
 //! deadline (`server.request_read_timeout_seconds`, 408), enforced in
-//! [`crate::http::form`]. On shutdown, hyper-util's `GracefulShutdown`
-//! closes idle connections at once and the others after their answer. A
-//! failed accept (`EMFILE`, say) is logged and retried after a second.
+//! [`crate::http::form`]. An answer the client does not take (the socket
+//! accepts no byte for `server.write_timeout_seconds`) ends its connection
+//! ([`deadline`]). On shutdown, hyper-util's `GracefulShutdown` closes idle
+//! connections at once and the others after their answer, all of them
+//! within the grace period. A failed accept (`EMFILE`, say) is logged and
+//! retried after a second.
 
 use std::future::Future;
 use std::pin::pin;
@@ -28,6 +31,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+mod deadline;
 
 use crate::config::Config;
 use crate::http::{self, AppState, ShutdownFlag};
@@ -75,6 +80,7 @@ pub async fn run(
     let upkeep = http::metrics_upkeep(state.metrics.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
     let connections = connection_builder(state.config.header_read_timeout());
+    let write_timeout = Duration::from_secs_f64(state.config.server.write_timeout_seconds);
     let app = http::router(state);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "opusgate listening");
@@ -90,7 +96,7 @@ pub async fn run(
         );
         let _ = stopping_tx.send(true);
     };
-    let serving = serve(listener, app, connections, signal);
+    let serving = serve(listener, app, connections, write_timeout, signal);
     let grace_over = async move {
         // Wait for the signal, then give in-flight requests the grace period.
         while !*stopping_rx.borrow_and_update() {
@@ -146,10 +152,13 @@ fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> 
 /// Accepts and serves connections until `signal` resolves, then stops
 /// accepting, asks every connection to close once its request in flight is
 /// answered (idle ones close at once) and resolves when all have closed.
+/// Each connection's writes fail once they make no progress for
+/// `write_timeout`.
 async fn serve(
     listener: TcpListener,
     app: Router,
     connections: auto::Builder<TokioExecutor>,
+    write_timeout: Duration,
     signal: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -179,9 +188,8 @@ async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let connection = connections
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let io = TokioIo::new(deadline::WriteDeadline::new(stream, write_timeout));
+        let connection = connections.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -208,9 +216,9 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// A connection that ended with an error: a request head that did not
-/// arrive in time is worth a line at info (hyper reports an idle keep-alive
-/// connection's end the same way); the rest (resets, parse errors) are the
-/// client's business.
+/// arrive in time (hyper reports an idle keep-alive connection's end the
+/// same way), or an answer the client stopped taking, is worth a line at
+/// info; the rest (resets, parse errors) are the client's business.
 fn log_connection_error(
     peer: std::net::SocketAddr,
     error: &(dyn std::error::Error + Send + Sync + 'static),
@@ -218,7 +226,24 @@ fn log_connection_error(
     let timed_out = error
         .downcast_ref::<hyper::Error>()
         .is_some_and(hyper::Error::is_timeout);
-    if timed_out {
+    let mut source = Some(error as &(dyn std::error::Error + 'static));
+    let write_timed_out = std::iter::from_fn(|| {
+        let error = source?;
+        source = error.source();
+        Some(error)
+    })
+    .find_map(|e| {
+        e.downcast_ref::<std::io::Error>()?
+            .get_ref()?
+            .downcast_ref::<deadline::WriteTimedOut>()
+    });
+    if let Some(deadline::WriteTimedOut(timeout)) = write_timed_out {
+        tracing::info!(
+            %peer,
+            "answer made no progress for {} s (server.write_timeout_seconds); connection closed",
+            timeout.as_secs_f64()
+        );
+    } else if timed_out {
         tracing::info!(
             %peer,
             "request head not received within server.header_read_timeout_seconds (a slow client, or a keep-alive connection left idle); connection closed"

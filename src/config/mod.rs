@@ -68,6 +68,12 @@ pub struct ServerConfig {
     /// keep-alive connection is kept. On expiry hyper closes the connection
     /// without writing any answer (no 408), and the server logs it at info.
     pub header_read_timeout_seconds: f64,
+    /// Seconds an answer may go without progress (the socket accepts no
+    /// byte), fractions allowed; beyond, the connection is closed and its
+    /// buffers freed, logged at info. Each byte taken restarts it, so a slow
+    /// reader is not cut off; it runs only while a write is pending, so an
+    /// idle keep-alive connection is left to the header read timeout.
+    pub write_timeout_seconds: f64,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             request_read_timeout_seconds: 30,
             header_read_timeout_seconds: 10.0,
+            write_timeout_seconds: 60.0,
         }
     }
 }
@@ -455,6 +462,14 @@ impl Config {
             return invalid(
                 "server.header_read_timeout_seconds",
                 header_timeout.to_string(),
+                "must be more than 0 and at most 86400".into(),
+            );
+        }
+        let write_timeout = self.server.write_timeout_seconds;
+        if !(write_timeout.is_finite() && write_timeout > 0.0 && write_timeout <= 86_400.0) {
+            return invalid(
+                "server.write_timeout_seconds",
+                write_timeout.to_string(),
                 "must be more than 0 and at most 86400".into(),
             );
         }
