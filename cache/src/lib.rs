@@ -41,7 +41,8 @@
 //! service reports), `memory` (moka tier), `disk`, `files` and `writer`
 //! (disk tier: reads, value files, write-back queue, eviction, recovery at
 //! open), `tierstate` (what the disk tier's async side and writer thread
-//! share, the queued writes among it), `index` (the disk tier's LRU order),
+//! share, the queued writes among it), `index` (the disk tier's LRU order), `space` (the effective capacity
+//! the filesystem allows, and making room on a full one at open),
 //! [`record`] (on-disk format), `flight` (single flight), `fleet` (the
 //! shared tier on Redis: connection, circuit breaker, value framing, the
 //! fleet-wide lease and how a flight goes through it), `store` (the
@@ -61,6 +62,7 @@ mod memory;
 mod outcome;
 mod ratelimit;
 pub mod record;
+mod space;
 mod stats;
 mod store;
 #[cfg(any(test, feature = "test-support"))]

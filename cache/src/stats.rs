@@ -12,7 +12,9 @@ pub struct TierStats {
     /// overhead are not included; the memory tier weighs an empty value as
     /// 1 byte so that empty values cannot pile up for free).
     pub bytes: u64,
-    /// The configured capacity in bytes.
+    /// The capacity in bytes: for memory the configured one, for disk the
+    /// effective one set at open (the configured one, lowered to what the
+    /// filesystem can hold; 0 while the disk tier is disabled).
     pub capacity_bytes: u64,
 }
 
@@ -74,6 +76,10 @@ pub struct StoreStats {
     /// The disk tier: logical bytes (sum of value lengths) of the records
     /// that are written, kept exactly.
     pub disk: TierStats,
+    /// Whether the disk tier is in use. `false` when it could not be opened
+    /// (a filesystem full even after deleting every value file): the store
+    /// then runs on memory only until the next open.
+    pub disk_enabled: bool,
     /// The disk tier's size on disk: the value files (values plus their
     /// 41-byte headers) and sled's own files for the recency index
     /// (`Db::size_on_disk`, with garbage sled has not reclaimed yet), so it

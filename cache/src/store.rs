@@ -63,7 +63,6 @@ struct Inner<E> {
     disk: DiskTier,
     flights: Arc<Flights<E>>,
     counters: Arc<Counters>,
-    disk_capacity: u64,
     shared: Option<SharedScope>,
 }
 
@@ -93,6 +92,16 @@ impl<E> Store<E> {
     /// If another handle still holds sled's lock on the directory (a store
     /// being dropped in this process, or a previous process exiting), waits
     /// up to 5 s for it.
+    ///
+    /// The disk tier's effective capacity is at most `disk_bytes` and at
+    /// most what its filesystem can hold: the store's files plus the free
+    /// space, less a headroom of 5 % of the filesystem (at most 64 MiB),
+    /// measured here (logged when lower; reported as
+    /// `StoreStats::disk.capacity_bytes`). On a filesystem so full that the
+    /// disk tier cannot open, least recently used value files are deleted
+    /// until it does; if it still cannot, the store opens with the disk tier
+    /// disabled (`StoreStats::disk_enabled` false, memory only) instead of
+    /// failing.
     pub async fn open(config: StoreConfig) -> Result<Store<E>, StoreError> {
         if config.disk_path.as_os_str().is_empty() {
             return Err(StoreError::Config("disk_path is empty".to_owned()));
@@ -111,7 +120,6 @@ impl<E> Store<E> {
                 disk,
                 flights: Arc::new(Flights::default()),
                 counters,
-                disk_capacity: config.disk_bytes,
                 shared: config.shared,
             }),
         })
@@ -235,8 +243,9 @@ impl<E> Store<E> {
             disk: TierStats {
                 entries: load(&c.disk_entries),
                 bytes: load(&c.disk_bytes),
-                capacity_bytes: self.inner.disk_capacity,
+                capacity_bytes: self.inner.disk.capacity(),
             },
+            disk_enabled: self.inner.disk.enabled(),
             disk_size_on_disk_bytes: load(&c.disk_size_on_disk),
         }
     }

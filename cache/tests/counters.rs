@@ -135,6 +135,7 @@ async fn scripted_sequence_gives_exact_counters() {
             bytes: 500 * KIB,
             capacity_bytes: 10 * MIB,
         },
+        disk_enabled: true,
         disk_size_on_disk_bytes: stats.disk_size_on_disk_bytes,
     };
     assert_eq!(stats, expected);

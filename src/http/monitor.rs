@@ -48,6 +48,7 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
                 "capacity_bytes": s.memory.capacity_bytes,
             },
             "disk": {
+                "enabled": s.disk_enabled,
                 "entries": s.disk.entries,
                 "bytes": s.disk.bytes,
                 "capacity_bytes": s.disk.capacity_bytes,
@@ -99,7 +100,12 @@ fn upstream_stats(app: &AppState) -> Value {
             "misses": s.misses,
             "hit_rate": hit_rate,
             "memory": {"entries": s.memory.entries, "bytes": s.memory.bytes},
-            "disk": {"entries": s.disk.entries, "bytes": s.disk.bytes},
+            "disk": {
+                "enabled": s.disk_enabled,
+                "entries": s.disk.entries,
+                "bytes": s.disk.bytes,
+                "capacity_bytes": s.disk.capacity_bytes,
+            },
         },
     })
 }

@@ -43,6 +43,9 @@ pub mod names {
     /// Gauge: the disk tier's space on disk (value files and the sled
     /// index), by `store`.
     pub const STORE_SIZE_ON_DISK: &str = "opusgate_store_size_on_disk_bytes";
+    /// Gauge: 1 if the disk tier is in use, 0 if it could not be opened (a
+    /// full filesystem; the store runs on memory only), by `store`.
+    pub const STORE_DISK_ENABLED: &str = "opusgate_store_disk_enabled";
     /// Counter: backend calls by result (`ok`, `status`, `timeout`, `unavailable`).
     pub const UPSTREAM_CALLS: &str = "opusgate_upstream_calls_total";
     /// Histogram: backend call duration.
@@ -142,6 +145,11 @@ pub fn describe_all() {
         Unit::Bytes,
         "The disk tier's space on disk (value files and the recency index), by store."
     );
+    describe_gauge!(
+        STORE_DISK_ENABLED,
+        Unit::Count,
+        "1 if the disk tier is in use, 0 if it could not be opened on a full filesystem (memory only), by store."
+    );
     describe_counter!(
         UPSTREAM_CALLS,
         Unit::Count,
@@ -222,6 +230,8 @@ pub fn record_store(store: &'static str, s: &StoreStats) {
         .absolute(s.disk_write_failures);
     metrics::gauge!(names::STORE_SIZE_ON_DISK, "store" => store)
         .set(s.disk_size_on_disk_bytes as f64);
+    let enabled = if s.disk_enabled { 1.0 } else { 0.0 };
+    metrics::gauge!(names::STORE_DISK_ENABLED, "store" => store).set(enabled);
 }
 
 /// Sets the shared tier's figures on a scrape (all 0 without one).

@@ -13,6 +13,7 @@
 //! - [`http`]: the HTTP API of a test server, of either kind;
 //! - [`server`]: a server in process, on 127.0.0.1:0;
 //! - [`process`]: the real `opusgate` binary as a child process;
+//! - [`tmpfs`]: small tmpfs mounts for the tests that fill a filesystem;
 //! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode;
 //! - [`proxy`]: a server in proxy mode against it, and the forms sent;
 //! - [`redis`]: real `redis-server` processes and a Redis Cluster for the
@@ -33,4 +34,5 @@ pub mod proxy;
 pub mod redis;
 pub mod rng;
 pub mod server;
+pub mod tmpfs;
 pub mod tools;
