@@ -68,6 +68,7 @@ pub async fn run(
     let service = Service::start(&config, shared.as_ref()).await?;
     let upstream = Upstream::start(&config, shared.as_ref()).await?;
     let flag = ShutdownFlag::default();
+    let uploads = http::budget::UploadBudget::new(config.limits.max_inflight_upload_bytes);
     let state = AppState {
         service: service.clone(),
         config: Arc::new(config),
@@ -76,6 +77,7 @@ pub async fn run(
         shutdown: flag.clone(),
         upstream: upstream.clone(),
         shared,
+        uploads,
     };
     let upkeep = http::metrics_upkeep(state.metrics.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);

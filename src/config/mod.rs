@@ -95,6 +95,12 @@ impl Default for ServerConfig {
 pub struct LimitsConfig {
     /// Largest accepted request body, in bytes.
     pub max_upload_bytes: u64,
+    /// The memory budget of request bodies: the total bytes of all bodies
+    /// being read (and held until their request is answered) at once. A
+    /// body reserves its Content-Length (a chunked one, each chunk) before
+    /// it is read; one that finds no room within a second gets 503
+    /// `overloaded`, one larger than the whole budget 413.
+    pub max_inflight_upload_bytes: u64,
     /// Longest accepted audio, in seconds.
     pub max_duration_seconds: u64,
     /// Deadline of one conversion once it runs, in seconds (fractions allowed).
@@ -105,6 +111,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_upload_bytes: 33_554_432,
+            max_inflight_upload_bytes: 268_435_456,
             max_duration_seconds: 600,
             conversion_timeout_seconds: 30.0,
         }
@@ -409,6 +416,13 @@ impl Config {
         if self.limits.max_upload_bytes == 0 {
             return invalid(
                 "limits.max_upload_bytes",
+                "0".into(),
+                "must be positive".into(),
+            );
+        }
+        if self.limits.max_inflight_upload_bytes == 0 {
+            return invalid(
+                "limits.max_inflight_upload_bytes",
                 "0".into(),
                 "must be positive".into(),
             );

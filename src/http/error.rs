@@ -101,6 +101,38 @@ impl ApiError {
         }
     }
 
+    /// 413 `payload_too_large`: one upload larger than the whole upload
+    /// budget, which it could never fit in. The connection closes.
+    pub fn over_upload_budget(budget: u64) -> ApiError {
+        ApiError {
+            close_connection: true,
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the upload is larger than the memory budget of {budget} bytes for all uploads in flight (limits.max_inflight_upload_bytes)"
+                ),
+            )
+        }
+    }
+
+    /// 503 `overloaded` with `Retry-After`: the upload budget had no room
+    /// for this body within the short wait. Refused before the body was
+    /// read to its end, so the connection closes.
+    pub fn upload_budget_busy() -> ApiError {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            close_connection: true,
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!(
+                    "too many uploads are being read at once (limits.max_inflight_upload_bytes); retry after {RETRY_AFTER_SECONDS} s"
+                ),
+            )
+        }
+    }
+
     /// 408 `request_timeout`: the client was too slow to send its request.
     /// The body is still (slowly) on the wire, so the connection closes.
     pub fn request_timeout(seconds: u64) -> ApiError {

@@ -3,6 +3,7 @@
 //! the [`crate::service`], and shape the answer.
 
 pub mod auth;
+pub mod budget;
 pub mod convert;
 pub mod error;
 pub mod form;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub upstream: Upstream,
     /// The fleet's shared tier, when configured.
     pub shared: Option<SharedTier>,
+    /// The memory budget of request bodies being read and held.
+    pub uploads: budget::UploadBudget,
 }
 
 /// Conversion duration buckets, in seconds.

@@ -64,8 +64,21 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
         "conversions": conversions,
         "upstream": upstream_stats(&app),
         "shared": shared_stats(&app),
+        "memory": memory_stats(&app),
         "uptime_seconds": app.service.requests().uptime().as_secs(),
     }))
+}
+
+/// The upload budget (`limits.max_inflight_upload_bytes`): its size, the
+/// bytes of request bodies held now and at most, and the uploads refused.
+fn memory_stats(app: &AppState) -> Value {
+    let b = app.uploads.snapshot();
+    json!({
+        "upload_budget_bytes": b.budget_bytes,
+        "inflight_upload_bytes": b.inflight_bytes,
+        "inflight_upload_bytes_peak": b.peak_bytes,
+        "rejected_over_budget": b.rejected,
+    })
 }
 
 /// Lookups of a store (every `get_or_compute` call counts once) and the

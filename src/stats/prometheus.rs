@@ -62,6 +62,10 @@ pub mod names {
     /// Counter: bytes of values read from and written to the shared tier
     /// since start, by `direction` (`read`, `written`).
     pub const SHARED_BYTES: &str = "opusgate_shared_bytes_total";
+    /// Gauge: bytes of request bodies reserved in the upload budget now.
+    pub const UPLOAD_INFLIGHT: &str = "opusgate_upload_inflight_bytes";
+    /// Counter: uploads refused for the upload budget.
+    pub const UPLOAD_REJECTED: &str = "opusgate_upload_rejected_total";
 }
 
 /// The `result` labels of [`names::CONVERSIONS`].
@@ -180,6 +184,16 @@ pub fn describe_all() {
         Unit::Bytes,
         "Bytes of values read from and written to the shared tier since start, by direction."
     );
+    describe_gauge!(
+        UPLOAD_INFLIGHT,
+        Unit::Bytes,
+        "Bytes of request bodies held in the upload budget (limits.max_inflight_upload_bytes) now."
+    );
+    describe_counter!(
+        UPLOAD_REJECTED,
+        Unit::Count,
+        "Uploads refused for the upload budget: 503 overloaded (no room in time) or 413 (larger than the whole budget)."
+    );
     process_collector().describe();
 }
 
@@ -197,6 +211,7 @@ pub fn register_startup_series() {
         metrics::counter!(names::CONVERSIONS, "result" => result).increment(0);
     }
     metrics::counter!(names::CONVERSIONS_REJECTED).increment(0);
+    metrics::counter!(names::UPLOAD_REJECTED).increment(0);
     for result in UPSTREAM_RESULTS {
         metrics::counter!(names::UPSTREAM_CALLS, "result" => result).increment(0);
     }
@@ -204,6 +219,7 @@ pub fn register_startup_series() {
     // (tests) already raised keeps its value.
     metrics::gauge!(names::CONVERSIONS_ACTIVE).increment(0.0);
     metrics::gauge!(names::CONVERSIONS_QUEUED).increment(0.0);
+    metrics::gauge!(names::UPLOAD_INFLIGHT).increment(0.0);
     // A registered histogram is rendered (empty) from the next upkeep on.
     let _ = metrics::histogram!(names::CONVERSION_DURATION);
     let _ = metrics::histogram!(names::UPSTREAM_DURATION);
