@@ -89,30 +89,25 @@ impl ApiError {
     /// 413 `payload_too_large`.
     /// Refused before the body was read to its end, so the connection closes.
     pub fn payload_too_large(limit: u64) -> ApiError {
-        ApiError {
-            close_connection: true,
-            ..ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the upload is larger than the limit of {limit} bytes (limits.max_upload_bytes)"
-                ),
-            )
-        }
+        ApiError::refused_too_large(format!(
+            "the upload is larger than the limit of {limit} bytes (limits.max_upload_bytes)"
+        ))
     }
 
     /// 413 `payload_too_large`: one upload larger than the whole upload
     /// budget, which it could never fit in. The connection closes.
     pub fn over_upload_budget(budget: u64) -> ApiError {
+        ApiError::refused_too_large(format!(
+            "the upload is larger than the memory budget of {budget} bytes for all uploads in flight (limits.max_inflight_upload_bytes)"
+        ))
+    }
+
+    /// 413 `payload_too_large` answered before the body was read to its
+    /// end: the rest is still on the wire, so the connection closes.
+    fn refused_too_large(message: String) -> ApiError {
         ApiError {
             close_connection: true,
-            ..ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the upload is larger than the memory budget of {budget} bytes for all uploads in flight (limits.max_inflight_upload_bytes)"
-                ),
-            )
+            ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
     }
 
