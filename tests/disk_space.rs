@@ -53,14 +53,7 @@ async fn store_gauge(
     name: &str,
     store: &str,
 ) -> f64 {
-    let text = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = server.metrics(client).await;
     let prefix = format!("{name}{{store=\"{store}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

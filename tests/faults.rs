@@ -47,6 +47,25 @@ fn damage(kind: usize, record: &[u8]) -> Vec<u8> {
     r
 }
 
+/// A first run of the binary on `store`: converts every upload (200 each),
+/// stops it (exit 0) and gives their keys, in order.
+async fn convert_all_then_stop(
+    store: &std::path::Path,
+    client: &reqwest::Client,
+    uploads: &[Vec<u8>],
+) -> Vec<String> {
+    let server = ServerProcess::start(store, &[]);
+    let mut keys = Vec::new();
+    for upload in uploads {
+        let r = server.post_convert(client, "", upload.clone()).await;
+        assert_eq!(r.status(), 200);
+        keys.push(header(&r, "etag").trim_matches('"').to_owned());
+    }
+    let exit = server.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "first run exited with {exit}");
+    keys
+}
+
 #[tokio::test]
 async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -55,15 +74,7 @@ async fn flipped_bytes_in_stored_records_are_detected_counted_and_reconverted() 
     let uploads: Vec<Vec<u8>> = (0..14).map(|i| clip(1.5, 300 + i)).collect();
     let expected: Vec<Vec<u8>> = uploads.iter().map(|u| fresh_wav(u)).collect();
 
-    let server = ServerProcess::start(&store, &[]);
-    let mut keys = Vec::new();
-    for upload in &uploads {
-        let r = server.post_convert(&client, "", upload.clone()).await;
-        assert_eq!(r.status(), 200);
-        keys.push(header(&r, "etag").trim_matches('"').to_owned());
-    }
-    let exit = server.terminate(Duration::from_secs(60));
-    assert!(exit.success(), "first run exited with {exit}");
+    let keys = convert_all_then_stop(&store, &client, &uploads).await;
 
     // Damage nine records in nine ways and one recency entry, server stopped.
     let damaged_values = 9;
@@ -400,15 +411,7 @@ async fn a_record_copied_onto_another_clips_path_is_not_served() {
     assert_eq!(expected[0].len(), expected[1].len());
     assert_ne!(expected[0], expected[1]);
 
-    let server = ServerProcess::start(&store, &[]);
-    let mut keys = Vec::new();
-    for upload in &uploads {
-        let r = server.post_convert(&client, "", upload.clone()).await;
-        assert_eq!(r.status(), 200);
-        keys.push(header(&r, "etag").trim_matches('"').to_owned());
-    }
-    let exit = server.terminate(Duration::from_secs(60));
-    assert!(exit.success(), "first run exited with {exit}");
+    let keys = convert_all_then_stop(&store, &client, &uploads).await;
 
     let disk_path = store.join("audio");
     let [a_path, b_path] =

@@ -398,14 +398,7 @@ async fn the_redis_password_never_shows() {
         let s = stats(&c, at, None).await;
         let redacted = url.replace(PASSWORD, "***").replace(WRONG, "***");
         assert_eq!(s["shared"]["url"], redacted.as_str());
-        let metrics = c
-            .get(at.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = at.metrics(&c).await;
         assert!(
             metrics.contains("opusgate_shared_up"),
             "no opusgate_shared_up in /metrics"

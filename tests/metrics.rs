@@ -195,13 +195,7 @@ fn kind<'a>(families: &'a HashMap<String, Family>, name: &str) -> &'a str {
 }
 
 async fn scrape(server: &ServerProcess, client: &reqwest::Client) -> HashMap<String, Family> {
-    let response = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics request");
-    assert_eq!(response.status(), 200);
-    parse(&response.text().await.expect("metrics text"))
+    parse(&server.metrics(client).await)
 }
 
 /// Labelled counters a fresh instance has at 0: (name, label, its values).

@@ -241,14 +241,7 @@ async fn concurrent_uploads_stay_within_the_budget() {
         "{accepted} accepted, {refused} refused"
     );
     assert_eq!(rejected, refused as u64);
-    let metrics = c
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(&c).await;
     assert!(metrics.contains("opusgate_upload_inflight_bytes"));
     assert!(metrics.contains("opusgate_upload_rejected_total"));
     server.still_serves(&c, 7).await;

@@ -66,6 +66,17 @@ pub trait Api {
             .expect("stats JSON")
     }
 
+    /// `GET /metrics`: the Prometheus text (asserts 200).
+    async fn metrics(&self, client: &reqwest::Client) -> String {
+        let response = client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics request");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
     /// `POST /api/v1/convert{query}` with `body` as it is.
     async fn post_convert(
         &self,
