@@ -31,11 +31,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::routing::post;
+
 use opusgate::codec::{convert, ConvertOptions, CONVERTER_REVISION};
-use opusgate_cache::Key;
 use serde_json::Value;
+use support::background::Background;
 use support::clips::clip;
+use support::http::header;
 use support::process::BINARY;
 
 /// The clip every request sends (fixed seed: the same bytes every run).
@@ -117,69 +118,6 @@ impl Drop for Opusgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A bare axum handler on its own runtime and threads in this process.
-struct Handler {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Handler {
-    fn start(answer: Bytes, hash: bool) -> Handler {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let params = key_params();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("handler runtime");
-            runtime.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/api/v1/convert",
-                    post(move |body: Bytes| {
-                        let answer = answer.clone();
-                        let params = params.clone();
-                        async move {
-                            if hash {
-                                std::hint::black_box(Key::derive(&body, &params));
-                            } else {
-                                std::hint::black_box(body.len());
-                            }
-                            ([("content-type", "audio/wav")], answer)
-                        }
-                    }),
-                );
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = addr_rx.recv().expect("handler address");
-        Handler {
-            base: format!("http://{addr}"),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Handler {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -311,12 +249,7 @@ async fn x_cache(client: &reqwest::Client, base: &str, upload: &[u8]) -> String 
         .await
         .expect("probe");
     assert_eq!(response.status(), 200);
-    let cache = response
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let cache = header(&response, "x-cache").to_owned();
     let _ = response.bytes().await;
     cache
 }
@@ -437,8 +370,8 @@ fn main() {
     let info = Opusgate::start(&tmp.path().join("info"), "info");
     // `opusgate::server=info` only for the "listening" line; no request lines.
     let warn = Opusgate::start(&tmp.path().join("warn"), "warn,opusgate::server=info");
-    let hashing = Handler::start(wav.clone(), true);
-    let bare = Handler::start(wav.clone(), false);
+    let hashing = Background::ceiling(wav.clone(), Some(key_params()));
+    let bare = Background::ceiling(wav.clone(), None);
     let me = std::process::id().to_string();
     let targets = [
         Target {

@@ -16,105 +16,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::routing::post;
 use opusgate::codec::{convert, ConvertOptions};
 use opusgate::config::Config;
 use opusgate::loadtest::{run_load, Clip, LoadtestArgs};
 use serde_json::Value;
+use support::background::Background;
 use support::clips::clip;
 use support::process::{store_dir, ServerProcess};
 
-/// A server running on its own runtime and threads, so that the client's
-/// work does not run on the server's threads.
-struct Background {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn opusgate(dir: &Path) -> Background {
-        let mut config = Config::default();
-        config.cache.dir = dir.to_path_buf();
-        config.conversion.max_queued = 4096;
-        if let Ok(v) = std::env::var("BENCH_DISK_BYTES") {
-            config.cache.disk_bytes = v.parse().unwrap_or(0);
-        }
-        Background::spawn(move |listener, stop| {
-            Box::pin(async move {
-                let _ = opusgate::server::run(listener, config, async move {
-                    let _ = stop.await;
-                })
-                .await;
+/// opusgate itself, in process on its own runtime, with the bench's store
+/// settings; given 200 ms to open its store before the first request.
+fn opusgate_server(dir: &Path) -> Background {
+    let mut config = Config::default();
+    config.cache.dir = dir.to_path_buf();
+    config.conversion.max_queued = 4096;
+    if let Ok(v) = std::env::var("BENCH_DISK_BYTES") {
+        config.cache.disk_bytes = v.parse().unwrap_or(0);
+    }
+    let server = Background::spawn(Box::new(move |listener, stop| {
+        Box::pin(async move {
+            let _ = opusgate::server::run(listener, config, async move {
+                let _ = stop.await;
             })
+            .await;
         })
-    }
-
-    /// The framework's ceiling: read the upload, answer a prepared body.
-    fn ceiling(answer: Bytes) -> Background {
-        Background::spawn(move |listener, stop| {
-            let app = axum::Router::new().route(
-                "/api/v1/convert",
-                post(move |body: Bytes| {
-                    let answer = answer.clone();
-                    async move {
-                        std::hint::black_box(body.len());
-                        ([("content-type", "audio/wav")], answer)
-                    }
-                }),
-            );
-            Box::pin(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.await;
-                    })
-                    .await;
-            })
-        })
-    }
-
-    fn spawn<F>(make: F) -> Background
-    where
-        F: FnOnce(
-                tokio::net::TcpListener,
-                tokio::sync::oneshot::Receiver<()>,
-            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-            + Send
-            + 'static,
-    {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("server runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                make(listener, stop_rx).await;
-            });
-        });
-        let addr = addr_rx.recv().expect("server address");
-        std::thread::sleep(Duration::from_millis(200));
-        Background {
-            base: format!("http://{addr}"),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    }));
+    std::thread::sleep(Duration::from_millis(200));
+    server
 }
 
 /// Seeds no earlier run used, so that every clip is new to the store.
@@ -281,7 +209,7 @@ async fn hot(server: &Background) {
             .expect("convert")
             .wav,
     );
-    let ceiling = Background::ceiling(wav.clone());
+    let ceiling = Background::ceiling(wav.clone(), None);
     let c = clips(std::slice::from_ref(&upload));
     // Warm the store, then measure.
     let _ = run_load(&args(&server.base, 1, Some(1), None), c.clone(), false).await;
@@ -398,7 +326,7 @@ fn main() {
         .collect();
     let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Background::opusgate(&tmp.path().join("store"));
+    let server = opusgate_server(&tmp.path().join("store"));
     let runtime = tokio::runtime::Runtime::new().expect("client runtime");
     let client = Arc::new(reqwest::Client::new());
     println!("opusgate load scenarios on {} cores", cores());

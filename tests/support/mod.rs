@@ -15,6 +15,8 @@
 //! - [`process`]: the real `opusgate` binary as a child process;
 //! - [`tmpfs`]: small tmpfs mounts for the tests that fill a filesystem;
 //! - [`backend`]: a stand-in OpenAI-protocol backend for proxy mode;
+//! - [`background`]: a server on its own runtime and thread in the bench
+//!   process (opusgate, or a bare axum handler: the ceiling);
 //! - [`proxy`]: a server in proxy mode against it, and the forms sent;
 //! - [`redis`]: real `redis-server` processes and a Redis Cluster for the
 //!   fleet tests, and a small RESP client;
@@ -24,6 +26,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod background;
 pub mod clips;
 pub mod fleet;
 pub mod hostile;
