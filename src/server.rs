@@ -14,7 +14,9 @@
 //! deadline (`server.request_read_timeout_seconds`, 408), enforced in
 //! [`crate::http::form`]. An answer the client does not take (the socket
 //! accepts no byte for `server.write_timeout_seconds`) ends its connection
-//! ([`deadline`]). On shutdown, hyper-util's `GracefulShutdown` closes idle
+//! ([`deadline`]). A connection closed while the client is still sending
+//! is drained for a moment first, so the client reads the answer rather
+//! than a reset ([`linger`]). On shutdown, hyper-util's `GracefulShutdown` closes idle
 //! connections at once and the others after their answer, all of them
 //! within the grace period. A failed accept (`EMFILE`, say) is logged and
 //! retried after a second.
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod deadline;
+mod linger;
 
 use crate::config::Config;
 use crate::http::{self, AppState, ShutdownFlag};
@@ -190,6 +193,7 @@ async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
+        let stream = linger::Linger::new(stream);
         let io = TokioIo::new(deadline::WriteDeadline::new(stream, write_timeout));
         let connection = connections.serve_connection(io, service).into_owned();
         let connection = graceful.watch(connection);
