@@ -16,7 +16,7 @@ use support::hostile::{
     bad_crc, continued_page, crowded, long_stream, one_packet_link, vorbis_stream, Parts,
     ODD_CBR_PACKET, WEBM, ZERO_FRAMES_PACKET,
 };
-use support::ogg::{opus_head, pages, reserial, write_pages, End, Page};
+use support::ogg::{mux, opus_head, pages, reserial, write_pages, End, Page};
 use support::rng::XorShift;
 use support::tools::require_tool;
 
@@ -49,28 +49,58 @@ fn samples_of(audio: &[(Vec<u8>, u64)]) -> u64 {
 }
 
 #[test]
-fn inputs_that_are_not_ogg_are_unsupported_format() {
-    let mut wav = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
-    wav.resize(64, 0);
-    let webm = WEBM;
+fn inputs_of_no_accepted_format_are_unsupported_format() {
+    let aiff = b"FORM\0\0\0\x20AIFFCOMM".to_vec();
     for input in [
         &b""[..],
-        &wav,
-        &webm,
         b"hello, this is text",
-        &[0xFF, 0xFB, 0x90, 0x00],
+        &aiff,
+        &[0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC],
+        &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A],
     ] {
-        assert_eq!(code(strict(input)), "unsupported_format", "{input:?}");
+        let err = strict(input).expect_err("refused");
+        assert_eq!(err.code(), "unsupported_format", "{input:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("accepted are"), "{msg}");
+        assert!(!msg.contains("ffmpeg"), "suggests a command: {msg}");
     }
-    let msg = strict(&webm).expect_err("webm").to_string();
-    assert!(msg.contains("WebM"), "{msg}");
 }
 
 #[test]
-fn ogg_without_an_opus_stream_is_unsupported_format() {
-    let vorbis = vorbis_stream(7, &[], &[(vec![0; 20], 1024)]);
-    let err = strict(&vorbis).expect_err("vorbis only");
+fn headers_of_accepted_formats_alone_are_broken_streams_not_unsupported() {
+    let mut wav = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
+    wav.resize(64, 0);
+    for input in [
+        &wav[..],
+        &WEBM,
+        &[0xFF, 0xFB, 0x90, 0x00],
+        b"fLaC\0\0\0\x22",
+    ] {
+        let code = code(strict(input));
+        assert!(
+            code == "truncated_stream" || code == "invalid_stream",
+            "{input:?}: {code}"
+        );
+    }
+}
+
+#[test]
+fn ogg_without_a_decodable_stream_is_unsupported_format() {
+    let speex = mux(
+        7,
+        b"Speex   1.2",
+        b"tags",
+        &[(vec![0; 20], 320)],
+        1,
+        End::Eos,
+    );
+    let err = strict(&speex).expect_err("speex only");
     assert_eq!(err.code(), "unsupported_format");
+    assert!(err.to_string().contains("Speex"), "{err}");
+    // Vorbis is decoded, so broken Vorbis headers are a broken stream.
+    let vorbis = vorbis_stream(7, &[], &[(vec![0; 20], 1024)]);
+    let err = strict(&vorbis).expect_err("broken vorbis");
+    assert_ne!(err.code(), "unsupported_format", "{err}");
     assert!(err.to_string().contains("Vorbis"), "{err}");
 }
 
@@ -168,26 +198,111 @@ fn bad_granule_positions_are_invalid_stream() {
     };
     assert_eq!(code(with(&|_| {})), "ok");
     assert_eq!(
-        code(with(&|x| x[20].1 = x[5].1)),
-        "invalid_stream",
-        "granule going backwards"
-    );
-    assert_eq!(
-        code(with(&|x| x[0].1 = 100)),
-        "invalid_stream",
-        "first granule below its samples"
-    );
-    assert_eq!(
         code(with(&|x| x[7].1 = u64::MAX)),
         "invalid_stream",
         "audio page without granule"
     );
-    // The final granule may trim, but not below the pre-skip.
-    let err = with(&|x| {
-        let last = x.len() - 1;
-        x[last].1 = 100;
-    });
-    assert_eq!(code(err), "invalid_stream");
+    // Disagreeing granules past 2^62 (negative as signed numbers) are not
+    // repaired: ffmpeg refuses them too.
+    assert_eq!(
+        code(with(&|x| x[20].1 = 0u64.wrapping_sub(960))),
+        "invalid_stream",
+        "granule going negative"
+    );
+    assert_eq!(
+        code(with(&|x| x[0].1 = 0u64.wrapping_sub(5))),
+        "invalid_stream",
+        "negative first granule"
+    );
+    // The final granule may trim, but not below the pre-skip (a stream of
+    // one page, which is also its last).
+    let one_page = parts.with_audio(&[(parts.audio[0].0.clone(), 100)]);
+    assert_eq!(code(strict(&one_page)), "invalid_stream");
+}
+
+#[test]
+fn granules_disagreeing_with_their_packets_are_decoded_as_ffmpeg_does() {
+    // What ffmpeg's Ogg demuxer does with them (tests/ogg_repair.rs compares
+    // with ffmpeg itself): the packets are decoded, minus the pre-skip, and
+    // only the end-of-stream page is trimmed, against the previous page's
+    // granule as written.
+    let parts = Parts::of(&clip(1.0, 4), 5);
+    let intact = strict(&parts.with_audio(&parts.audio)).expect("intact");
+    assert_eq!(intact.repaired, None);
+    let all = samples_of(&parts.audio);
+    let n = parts.audio.len();
+    let last = u64::from(packet_samples_48k(&parts.audio[n - 1].0).unwrap_or(0));
+    let trimmed = all - (parts.audio[n - 2].1 + last - parts.audio[n - 1].1);
+    assert_eq!(intact.frames, (trimmed - 312) / 3);
+    type Edit<'a> = &'a dyn Fn(&mut Vec<(Vec<u8>, u64)>);
+    // (what, edit, samples kept, pages counted: the edited one and the one
+    // after it unless it is the last, what the description says)
+    let cases: [(&str, Edit, u64, u64, &str); 6] = [
+        (
+            "first granule below its samples",
+            &|x| x[0].1 = 100,
+            trimmed,
+            2,
+            "first audio page",
+        ),
+        (
+            "first granule 0",
+            &|x| x[0].1 = 0,
+            trimmed,
+            2,
+            "first audio page",
+        ),
+        (
+            "granule going backwards",
+            &|x| x[20].1 = x[5].1,
+            trimmed,
+            2,
+            "where its packets end",
+        ),
+        (
+            "granule 1 ms ahead",
+            &|x| x[20].1 += 48,
+            trimmed,
+            2,
+            "where its packets end",
+        ),
+        (
+            "final granule before the previous one",
+            &|x| x[n - 1].1 = 100,
+            all - last,
+            1,
+            "dropped",
+        ),
+        (
+            "final granule beyond its packets",
+            &|x| x[n - 1].1 += 3 * 86_400 * 48_000,
+            all,
+            1,
+            "nothing is trimmed",
+        ),
+    ];
+    for (what, edit, samples, pages, says) in cases {
+        let mut audio = parts.audio.clone();
+        edit(&mut audio);
+        let out = strict(&parts.with_audio(&audio)).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(out.frames, (samples - 312) / 3, "{what}");
+        let repaired = out
+            .repaired
+            .unwrap_or_else(|| panic!("{what}: not counted as repaired"));
+        assert_eq!((repaired.streams, repaired.pages), (1, pages), "{what}");
+        assert!(repaired.first.contains(says), "{what}: {repaired}");
+        // The audio before the repaired page is the intact stream's.
+        assert_eq!(out.wav[44..2044], intact.wav[44..2044], "{what}");
+    }
+    // Every later page of a stream shifted by 3 days disagrees once (the
+    // first of them); the granules claim 3 days, the packets 1 s.
+    let mut audio = parts.audio.clone();
+    for (_, gp) in &mut audio[30..] {
+        *gp += 3 * 86_400 * 48_000;
+    }
+    let out = strict(&parts.with_audio(&audio)).expect("3 days");
+    assert_eq!(out.wav, intact.wav);
+    assert_eq!(out.repaired.map(|r| r.pages), Some(1));
 }
 
 #[test]

@@ -18,23 +18,34 @@
 //! - Start granule (section 4.5): on the first page with completed audio
 //!   packets, `start = granule - samples completed on that page`. A start above
 //!   0 (a stream cut from a live recording) is accepted and pre-skip still
-//!   applies; a granule smaller than the page's samples is invalid unless that
-//!   page is also the last one, where the start is 0 and the end is trimmed.
+//!   applies; a granule smaller than the page's samples on a page that is
+//!   also the last one means a start of 0 and an end trimmed.
 //! - End trimming (section 4.4): on the end-of-stream page only
-//!   `granule - previous page's granule` of the page's samples are kept.
+//!   `granule - previous page's granule` of the page's samples are kept (none
+//!   when that is negative, all when it is more than they hold).
+//! - Granule positions that disagree with the packets, as in ffmpeg's stream
+//!   copy of a browser's (MediaRecorder) WebM, whose timestamps jitter by a
+//!   millisecond, are decoded as ffmpeg decodes them and counted as repairs
+//!   ([`Repaired`]): a first page claiming fewer samples than it holds (a
+//!   start before 0; RFC 7845 and `opusdec` refuse it) starts at 0; the
+//!   granule of a later page that is not `previous + samples`, forwards or
+//!   backwards, is ignored (it only serves for the end trimming that
+//!   follows); an end-of-stream page before the previous page's granule or
+//!   beyond its packets is trimmed by the rule above. A disagreeing granule
+//!   past 2^62 (negative as a signed number) is invalid, as ffmpeg refuses it.
 //! - The link's output is `kept samples - pre-skip` at 48 kHz; fewer kept
 //!   samples than the pre-skip is invalid.
 //! - Empty packets are skipped (they hold no audio); a packet whose TOC is
-//!   invalid, a page with completed packets but no granule, a granule that goes
-//!   backwards, missing pages (sequence gap) and CRC failures are invalid.
+//!   invalid, a page with completed packets but no granule (-1; ffmpeg stops
+//!   there), missing pages (sequence gap) and CRC failures are invalid.
 //! - A stream without an end-of-stream page, or a cut-off last page or
 //!   packet, is `truncated_stream`; in lenient mode the intact pages are kept
 //!   (without end trimming).
 //! - At most 10 000 links and 64 multiplexed streams per link are accepted.
-//! - The duration limit is checked on every granule position and on the
-//!   running sum of packet durations, so an over-long file is refused after
-//!   reading at most the limit's worth of pages, and the packet list stays
-//!   bounded by the limit.
+//! - The duration limit is checked on the running sum of packet durations
+//!   and, while they agree with the packets, on every granule position, so an
+//!   over-long file is refused after reading at most the limit's worth of
+//!   pages, and the packet list stays bounded by the limit.
 
 use std::borrow::Cow;
 
@@ -94,10 +105,65 @@ impl Link<'_> {
     }
 }
 
+/// What [`demux_repairing`] decoded past in an input: its streams whose
+/// granule positions disagree with their packets (see the module's rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// Streams (links) with at least one such page.
+    pub streams: u32,
+    /// Pages whose granule position disagreed with their packets.
+    pub pages: u64,
+    /// The first such page, described.
+    pub first: String,
+}
+
+impl std::fmt::Display for Repaired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "granule positions disagreeing with the packets on {} page(s) of {} stream(s), \
+             decoded as ffmpeg does; first: {}",
+            self.pages, self.streams, self.first
+        )
+    }
+}
+
+impl Repaired {
+    /// Adds the repairs of a finished stream.
+    fn note(acc: &mut Option<Repaired>, stream: &mut Stream<'_>) {
+        let Some(first) = stream.first_repair.take() else {
+            return;
+        };
+        let pages = u64::from(stream.repaired_pages);
+        match acc {
+            Some(r) => {
+                r.streams = r.streams.saturating_add(1);
+                r.pages = r.pages.saturating_add(pages);
+            }
+            None => {
+                *acc = Some(Repaired {
+                    streams: 1,
+                    pages,
+                    first,
+                })
+            }
+        }
+    }
+}
+
 /// Splits `input` into its Opus links and works out their lengths, checking
 /// structure, CRCs, granule positions, the duration limit and the deadline of
 /// `opts`. Decodes nothing.
 pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, CodecError> {
+    demux_repairing(input, opts).map(|(demuxed, _)| demuxed)
+}
+
+/// [`demux`], also saying which granule positions that disagree with their
+/// packets were decoded past (`None` when every one agrees).
+pub fn demux_repairing<'a>(
+    input: &'a [u8],
+    opts: &ConvertOptions,
+) -> Result<(Demuxed<'a>, Option<Repaired>), CodecError> {
     if input.is_empty() {
         return Err(CodecError::UnsupportedFormat("the input is empty".into()));
     }
@@ -107,6 +173,7 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
     let mut budget = Budget::new(opts, input.len());
     let mut links: Vec<Link<'a>> = Vec::new();
     let mut cur: Option<Stream<'a>> = None;
+    let mut repaired: Option<Repaired> = None;
     let mut group_open = false;
     let mut group_serials: Vec<u32> = Vec::new();
     let mut skipped: Vec<&'static str> = Vec::new();
@@ -153,7 +220,8 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
         }
         if page.bos() {
             if !group_open {
-                if let Some(stream) = cur.take() {
+                if let Some(mut stream) = cur.take() {
+                    Repaired::note(&mut repaired, &mut stream);
                     links.push(finish(
                         &mut budget,
                         stream,
@@ -199,7 +267,8 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
             }
         }
     }
-    if let Some(stream) = cur.take() {
+    if let Some(mut stream) = cur.take() {
+        Repaired::note(&mut repaired, &mut stream);
         links.push(finish(&mut budget, stream, opts.lenient, None)?);
     }
     if links.is_empty() {
@@ -212,7 +281,7 @@ pub fn demux<'a>(input: &'a [u8], opts: &ConvertOptions) -> Result<Demuxed<'a>, 
             "the Ogg file holds no Opus stream (found: {found}); only Ogg Opus is accepted"
         )));
     }
-    Ok(Demuxed { links })
+    Ok((Demuxed { links }, repaired))
 }
 
 /// Closes a stream into a link, counting its length against `budget`;

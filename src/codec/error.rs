@@ -15,13 +15,15 @@ pub enum CodecError {
     #[error("bad parameter: {0}")]
     BadParameter(String),
 
-    /// The input is not Ogg at all, or is Ogg without an Opus stream.
+    /// The input is none of the accepted formats (see `detect`), or holds no
+    /// audio stream opusgate decodes (Ogg with only Speex, WebM without Opus).
     #[error("unsupported format: {0}")]
     UnsupportedFormat(String),
 
-    /// The input is Ogg Opus but broken: a bad OpusHead, a page that fails its
-    /// CRC, inconsistent granule positions, a packet the decoder rejects, ...
-    #[error("invalid Ogg Opus stream: {0}")]
+    /// The input is an accepted format but broken: a bad OpusHead, an Ogg page
+    /// that fails its CRC, a corrupt WebM element or WAV header, a packet the
+    /// decoder rejects, ...
+    #[error("invalid stream: {0}")]
     InvalidStream(String),
 
     /// The stream stops before its end: no end-of-stream page, or the last

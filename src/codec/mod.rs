@@ -14,6 +14,9 @@
 //!   audiopus, multistream through a small FFI wrapper), output gain;
 //! - [`downmix`]: surround (Vorbis order) to stereo or mono;
 //! - [`wav`]: the WAV header and sample data;
+//! - [`media`]: every other format (WAV, FLAC, MP3, Ogg Vorbis/FLAC, MP4
+//!   AAC-LC) through symphonia, mixed with [`downmix`]'s matrices and
+//!   resampled by rubato;
 //! - [`sample`] (with `synth`): a speech-like Ogg Opus clip for newcomers and
 //!   tests.
 //!
@@ -26,18 +29,22 @@
 mod budget;
 pub mod decode;
 pub mod demux;
+pub mod detect;
 pub mod downmix;
 pub mod error;
 pub mod head;
+pub mod media;
 mod page;
 pub mod sample;
 mod stream;
 mod synth;
 pub mod wav;
+pub mod webm;
 
 use std::time::{Duration, Instant};
 
-pub use demux::{demux, Demuxed, Link};
+pub use demux::{demux, demux_repairing, Demuxed, Link, Repaired};
+pub use detect::{detect, Format};
 pub use error::CodecError;
 pub use head::OpusHead;
 pub use page::{crc32, write_page};
@@ -48,7 +55,7 @@ use head::packet_samples_48k;
 
 /// Version of the conversion rules; bump whenever output bytes could change
 /// for some input. Part of cache keys.
-pub const CONVERTER_REVISION: u32 = 1;
+pub const CONVERTER_REVISION: u32 = 2;
 
 /// Output sample rates, the ones libopus decodes to natively.
 pub const SUPPORTED_RATES: [u32; 5] = [8000, 12000, 16000, 24000, 48000];
@@ -123,6 +130,10 @@ pub struct Converted {
     pub rate: u32,
     /// Channels of `wav`.
     pub channels: u8,
+    /// Granule positions of an Ogg Opus input that disagreed with its
+    /// packets and were decoded as ffmpeg decodes them; `None` for an
+    /// intact input and for every other format.
+    pub repaired: Option<Repaired>,
 }
 
 impl Converted {
@@ -151,12 +162,33 @@ impl LinkPlan {
     }
 }
 
-/// Converts a whole Ogg Opus upload into a complete RIFF/WAVE PCM s16le file.
-/// CPU-bound and synchronous: run it on a worker thread.
+/// Converts a whole upload (any [`Format`], detected from its bytes) into a
+/// complete RIFF/WAVE PCM s16le file. CPU-bound and synchronous: run it on a
+/// worker thread.
 pub fn convert(input: &[u8], opts: &ConvertOptions) -> Result<Converted, CodecError> {
     opts.validate()?;
     let started = Instant::now();
-    let demuxed = demux(input, opts)?;
+    match detect(input)? {
+        Format::OggOpus => {
+            let (demuxed, repaired) = demux_repairing(input, opts)?;
+            let converted = convert_opus(&demuxed, opts, started)?;
+            Ok(Converted {
+                repaired,
+                ..converted
+            })
+        }
+        Format::Matroska => convert_opus(&webm::demux(input, opts)?, opts, started),
+        other => media::convert(input, other, opts),
+    }
+}
+
+/// Decodes demuxed Opus links (from Ogg or Matroska) with libopus at the
+/// output rate into a complete WAV file.
+fn convert_opus(
+    demuxed: &Demuxed<'_>,
+    opts: &ConvertOptions,
+    started: Instant,
+) -> Result<Converted, CodecError> {
     let plans: Vec<LinkPlan> = demuxed
         .links
         .iter()
@@ -183,6 +215,7 @@ pub fn convert(input: &[u8], opts: &ConvertOptions) -> Result<Converted, CodecEr
         frames,
         rate: opts.rate,
         channels: opts.channels,
+        repaired: None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! One Ogg Opus logical stream being read: packet assembly across pages,
 //! the header packets, page sequence and continuation checks, packet
 //! durations, and the granule bookkeeping of RFC 7845 section 4 (start
-//! granule, end trimming) with the duration limit checked on every page. See
-//! the rules listed in [`super::demux`].
+//! granule, end trimming) with the duration limit checked on every page,
+//! including the granule positions that disagree with their packets and are
+//! decoded past as ffmpeg does (counted as repairs). See the rules listed in
+//! [`super::demux`].
 
 use std::borrow::Cow;
 
@@ -14,6 +16,11 @@ use super::page::{Page, NO_GRANULE};
 /// Largest audio packet accepted (family 1 allows at most 8 streams of at most
 /// 6 x 1275 bytes each, about 61 KB).
 const MAX_AUDIO_PACKET_BYTES: usize = 128 * 1024;
+
+/// Largest granule position a disagreeing page may have and still be
+/// repaired: ffmpeg refuses any above 2^62 ("Unsupported huge granule pos"),
+/// which includes every negative one read as signed.
+const MAX_REPAIRABLE_GRANULE: u64 = 1 << 62;
 
 /// The Opus stream being read.
 pub(crate) struct Stream<'a> {
@@ -31,9 +38,16 @@ pub(crate) struct Stream<'a> {
     pub(crate) packets: Vec<Cow<'a, [u8]>>,
     pub(crate) decoded: u64,
     pub(crate) start: Option<u64>,
+    /// Granule position of the previous page that completed audio packets,
+    /// as written (the start for the first page).
     prev_granule: u64,
     pub(crate) keep: Option<u64>,
     pub(crate) ended: bool,
+    /// Pages whose granule position disagreed with their packets and was
+    /// decoded past as ffmpeg does.
+    pub(crate) repaired_pages: u32,
+    /// The first of them, described.
+    pub(crate) first_repair: Option<String>,
 }
 
 impl<'a> Stream<'a> {
@@ -78,6 +92,8 @@ impl<'a> Stream<'a> {
             prev_granule: 0,
             keep: None,
             ended: false,
+            repaired_pages: 0,
+            first_repair: None,
         })
     }
 
@@ -195,54 +211,85 @@ impl<'a> Stream<'a> {
     }
 
     /// Granule bookkeeping for a page that completes `samples` of audio.
+    ///
+    /// The output is what the packets decode to, as ffmpeg's Ogg demuxer has
+    /// it: a granule position only sets the start (first page) and the end
+    /// trimming (end-of-stream page, against the previous page's granule as
+    /// written). A page whose granule disagrees with its packets (a first
+    /// page claiming fewer samples than it holds, a later page not
+    /// `previous + samples`, an end-of-stream page before the previous one or
+    /// beyond its packets) is decoded past and counted as a repair.
     fn on_granule(
         &mut self,
         page: &Page<'_>,
         samples: u64,
         budget: &mut Budget,
     ) -> Result<(), CodecError> {
-        let (at, gp) = (page.offset, page.granule);
+        let (at, gp, eos) = (page.offset, page.granule, page.eos());
         if gp == NO_GRANULE {
             return Err(invalid(format!(
                 "bad granule position: the page at byte {at} completes audio packets but has \
                  granule position -1"
             )));
         }
-        let start = match self.start {
-            Some(start) => start,
+        let first = self.start.is_none();
+        let (start, prev) = match self.start {
+            Some(start) => (start, self.prev_granule),
             None => {
-                let start = match gp.checked_sub(samples) {
-                    Some(start) => start,
-                    None if page.eos() => 0,
-                    None => {
-                        return Err(invalid(format!(
-                            "bad granule position: the first audio page (byte {at}) has granule \
-                             {gp}, less than the {samples} samples its packets hold (RFC 7845 4.5)"
-                        )))
-                    }
-                };
+                // RFC 7845 4.5: `granule - samples`; below 0 is allowed only
+                // on a page that also ends the stream (it trims the end).
+                let start = gp.saturating_sub(samples);
                 self.start = Some(start);
-                self.prev_granule = start;
-                start
+                (start, start)
             }
         };
-        let prev = self.prev_granule;
-        let Some(advance) = gp.checked_sub(prev) else {
-            return Err(invalid(format!(
-                "bad granule position: the page at byte {at} has granule {gp}, before the \
-                 previous page's {prev}"
-            )));
+        let end = prev.saturating_add(samples);
+        let repair = if first && gp < samples && !eos {
+            Some(format!(
+                "the first audio page (byte {at}) has granule {gp}, less than the {samples} \
+                 samples its packets hold"
+            ))
+        } else if eos && gp < prev {
+            Some(format!(
+                "the end-of-stream page (byte {at}) has granule {gp}, before the previous \
+                 page's {prev}: its {samples} samples are dropped"
+            ))
+        } else if eos && gp > end {
+            Some(format!(
+                "the end-of-stream page (byte {at}) has granule {gp}, beyond the {end} its \
+                 packets reach: nothing is trimmed"
+            ))
+        } else if !first && !eos && gp != end {
+            Some(format!(
+                "the page at byte {at} has granule {gp} where its packets end at {end}"
+            ))
+        } else {
+            None
         };
-        if page.eos() {
-            self.keep = Some(self.decoded.saturating_add(samples.min(advance)));
+        if let Some(what) = repair {
+            if gp > MAX_REPAIRABLE_GRANULE || prev > MAX_REPAIRABLE_GRANULE {
+                return Err(invalid(format!(
+                    "bad granule position: {what}, and a granule past 2^62 (negative as a \
+                     signed number) cannot be repaired"
+                )));
+            }
+            self.repaired_pages = self.repaired_pages.saturating_add(1);
+            self.first_repair.get_or_insert(what);
+        }
+        if eos {
+            let kept = gp.saturating_sub(prev).min(samples);
+            self.keep = Some(self.decoded.saturating_add(kept));
         }
         self.decoded = self.decoded.saturating_add(samples);
         self.prev_granule = gp;
         let pre_skip = u64::from(self.head.pre_skip);
-        // Exact only on the last page of the input: after an EOS page
-        // further links of a chain may follow.
-        let last = page.eos() && budget.is_last_page(page);
-        budget.check_length((gp - start).saturating_sub(pre_skip), 0, !last)?;
+        if self.repaired_pages == 0 {
+            // Granules that agree with the packets give the length up to
+            // here; exact only on the last page of the input (after an EOS
+            // page further links of a chain may follow).
+            let last = eos && budget.is_last_page(page);
+            budget.check_length(gp.saturating_sub(start).saturating_sub(pre_skip), 0, !last)?;
+        }
         budget.check_length(
             self.decoded.saturating_sub(pre_skip),
             u64::from(MAX_PACKET_SAMPLES_48K),
