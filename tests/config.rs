@@ -397,3 +397,83 @@ fn api_keys_are_text_as_written_whatever_they_look_like() {
         Ok(())
     });
 }
+
+#[test]
+fn cors_settings_layer_and_are_checked_against_the_keys() {
+    Jail::expect_with(|jail| {
+        let load = || Config::load(Path::new("c.toml"), true, &Overrides::default());
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        jail.create_file(
+            "c.toml",
+            "[auth]\napi_keys = [\"k\"]\n[cors]\nallowed_origins = [\"https://a.example\"]\nmax_age_seconds = 60\n",
+        )?;
+        let c = load().unwrap();
+        assert_eq!(c.cors.allowed_origins, strings(&["https://a.example"]));
+        assert_eq!(c.cors.max_age_seconds, 60);
+
+        // The environment wins, as a comma-separated list.
+        jail.set_env(
+            "OPUSGATE_CORS__ALLOWED_ORIGINS",
+            "https://b.example, http://127.0.0.1:8080",
+        );
+        let c = load().unwrap();
+        assert_eq!(
+            c.cors.allowed_origins,
+            strings(&["https://b.example", "http://127.0.0.1:8080"])
+        );
+        assert_eq!(c.cors.max_age_seconds, 60, "still the file's");
+
+        // `*` with keys: refused, naming both settings.
+        jail.set_env("OPUSGATE_CORS__ALLOWED_ORIGINS", "*");
+        let err = load().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "cors.allowed_origins",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("auth.api_keys"), "{err}");
+        // Without keys, `*` is allowed.
+        jail.create_file("c.toml", "[cors]\nallowed_origins = [\"*\"]\n")?;
+        jail.set_env("OPUSGATE_CORS__ALLOWED_ORIGINS", "*");
+        assert_eq!(load().unwrap().cors.allowed_origins, strings(&["*"]));
+
+        // Not an origin: refused, naming the entry.
+        jail.set_env("OPUSGATE_CORS__ALLOWED_ORIGINS", "https://a.example/app");
+        let err = load().unwrap_err().to_string();
+        assert!(
+            err.contains("cors.allowed_origins = https://a.example/app"),
+            "{err}"
+        );
+        jail.set_env("OPUSGATE_CORS__ALLOWED_ORIGINS", "");
+        jail.set_env("OPUSGATE_CORS__MAX_AGE_SECONDS", "-1");
+        let err = load().unwrap_err().to_string();
+        assert!(err.contains("OPUSGATE_CORS__MAX_AGE_SECONDS"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn upstream_convert_is_all_opus_or_none() {
+    use opusgate::config::UpstreamConvert;
+    Jail::expect_with(|jail| {
+        let load = || Config::load(Path::new("c.toml"), false, &Overrides::default());
+        assert_eq!(load().unwrap().upstream.convert, UpstreamConvert::All);
+        jail.create_file("c.toml", "[upstream]\nconvert = \"opus\"\n")?;
+        assert_eq!(load().unwrap().upstream.convert, UpstreamConvert::Opus);
+        jail.set_env("OPUSGATE_UPSTREAM__CONVERT", "none");
+        assert_eq!(load().unwrap().upstream.convert, UpstreamConvert::None);
+        jail.set_env("OPUSGATE_UPSTREAM__CONVERT", "wav");
+        let err = load().unwrap_err().to_string();
+        assert!(
+            err.contains("OPUSGATE_UPSTREAM__CONVERT (upstream.convert)"),
+            "{err}"
+        );
+        assert!(err.contains("all, opus, none"), "{err}");
+        Ok(())
+    });
+}

@@ -1,6 +1,6 @@
 //! Proxy mode's routes: `POST /v1/audio/transcriptions` and `POST
-//! /v1/audio/translations` (OpenAI-compatible pass-through with Opus
-//! converted to WAV), `GET /v1/models` (the backend's list), and `POST
+//! /v1/audio/translations` (OpenAI-compatible pass-through with uploads
+//! converted to WAV as `upstream.convert` says), `GET /v1/models` (the backend's list), and `POST
 //! /api/v1/translate_audio` (the original service's endpoint, over the
 //! backend's chat completions).
 //!
@@ -19,15 +19,20 @@ use super::error::ApiError;
 use super::form::{read_form, take_field, FormField, AUDIO_FIELD};
 use super::log::{mark_answer, mark_audio};
 use super::AppState;
+use crate::codec;
+use crate::config::UpstreamConvert;
 use crate::upstream::openai::{Audio, Endpoint, Field};
 use crate::upstream::{Reply, Served, UpstreamError};
 
-/// Whether the bytes are an Ogg stream whose first packet is an OpusHead.
-fn is_ogg_opus(data: &[u8]) -> bool {
-    data.starts_with(b"OggS")
-        && data[..data.len().min(512)]
-            .windows(8)
-            .any(|w| w == b"OpusHead")
+/// Whether `upload` is converted to WAV before it is forwarded, by the
+/// format detected in its bytes and `upstream.convert`: under `none`
+/// nothing is looked at; under `all` and `opus` an upload in no accepted
+/// format is refused (415 `unsupported_format`), never forwarded.
+fn converts(mode: UpstreamConvert, upload: &[u8]) -> Result<bool, ApiError> {
+    if !mode.detects() {
+        return Ok(false);
+    }
+    Ok(mode.converts(codec::detect(upload)?))
 }
 
 /// The form of a proxy route: 503 `upstream_not_configured` before the body
@@ -121,9 +126,13 @@ pub async fn translations(
     audio_endpoint(&app, Endpoint::Translations, &headers, body).await
 }
 
-/// The OpenAI form, with an Ogg Opus `file` converted to 16 kHz mono WAV;
-/// the backend's answer comes back as it is (a stream as it comes). A
-/// converted upload's key and conversion outcome are marked for the log.
+/// The OpenAI form, with its `file` converted to 16 kHz mono WAV (sent as
+/// `audio.wav`) when `upstream.convert` says so ([`converts`]), else
+/// forwarded as it came; the backend's answer comes back as it is (a
+/// stream as it comes). The answer store keys a converted upload by its
+/// conversion's key and another by its own bytes, name and type, so the two
+/// never share an answer. A converted upload's key and conversion outcome
+/// are marked for the log.
 async fn audio_endpoint(
     app: &AppState,
     endpoint: Endpoint,
@@ -133,7 +142,7 @@ async fn audio_endpoint(
     let mut fields = form(app, headers, body).await?;
     let file = take_field(&mut fields, "file")?;
     let mut converted: Option<(Key, Outcome)> = None;
-    let audio = if is_ogg_opus(&file.data) {
+    let audio = if converts(app.config.upstream.convert, &file.data)? {
         let params = app.service.params(Some(16_000), Some(1))?;
         let conversion = app.service.convert(file.data, params).await?;
         converted = Some((conversion.key, conversion.outcome));
