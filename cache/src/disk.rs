@@ -54,6 +54,8 @@ use crate::stats::{add, Counters};
 use crate::tierstate::Shared;
 use crate::writer::{Op, Writer};
 
+pub(crate) mod reader;
+
 /// sled's own page cache. sled holds only the recency tree (48 bytes an
 /// entry), so a small cache covers it; its 1 GiB default is far too much.
 pub(crate) const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;

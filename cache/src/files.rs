@@ -46,7 +46,8 @@ impl ValueFiles {
         })
     }
 
-    fn path(&self, key: &Key) -> PathBuf {
+    /// The record file of `key`.
+    pub(crate) fn path(&self, key: &Key) -> PathBuf {
         record::value_path(&self.disk_path, key)
     }
 

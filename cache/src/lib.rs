@@ -40,7 +40,10 @@
 //! Modules: [`key`] (content addresses), `outcome` and `stats` (what the
 //! service reports), `memory` (moka tier), `disk`, `files` and `writer`
 //! (disk tier: reads, value files, write-back queue, eviction, recovery at
-//! open), `tierstate` (what the disk tier's async side and writer thread
+//! open), `disk::reader` (a value read in pieces from its record file,
+//! [`ValueReader`], verified whole first, for callers that would rather
+//! not hold a large value in memory: [`Store::get_found`],
+//! [`Store::get_or_compute_found`], [`Store::open_value_file`]), `tierstate` (what the disk tier's async side and writer thread
 //! share, the queued writes among it), `index` (the disk tier's LRU order), `space` (the effective capacity
 //! the filesystem allows, and making room on a full one at open),
 //! [`record`] (on-disk format), `flight` (single flight), `fleet` (the
@@ -70,6 +73,7 @@ pub mod test_support;
 mod tierstate;
 mod writer;
 
+pub use disk::reader::{Found, ValueReader, HEAD_BYTES};
 pub use fleet::{SharedConfig, SharedError, SharedScope, SharedStats, SharedTier};
 pub use key::Key;
 pub use record::{value_path, VALUES_DIR};

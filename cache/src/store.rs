@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::FutureExt;
 
+use crate::disk::reader::{Found, ValueReader};
 use crate::disk::DiskTier;
 use crate::fleet::flight::Resolved;
 use crate::fleet::SharedScope;
@@ -213,6 +214,62 @@ impl<E> Store<E> {
         }
     }
 
+    /// Like [`get_or_compute`](Store::get_or_compute), for a caller that
+    /// would rather not hold a large value in memory: for a value that is
+    /// not in memory but on disk, `whole` is asked with its length first,
+    /// and if it answers false the value comes as a verified reader of its
+    /// record file ([`Found::File`], [`Outcome::HitDisk`], not promoted into
+    /// memory) instead of being read whole. Everything else (`whole` said
+    /// true, or the value was elsewhere or nowhere) is `get_or_compute`'s,
+    /// as [`Found::Value`]. `whole` is asked at most once, so that a caller
+    /// can reserve the memory when it says true. (A disk hit found by a
+    /// flight's own second look is read whole without asking.)
+    pub async fn get_or_compute_found<F, Fut>(
+        &self,
+        key: Key,
+        compute: F,
+        whole: impl FnOnce(u64) -> bool + Send,
+    ) -> Result<(Found, Outcome), ComputeError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Clone + Send + Sync + 'static,
+    {
+        if let Some(reader) = self.inner.large_record(&key, whole).await {
+            bump(&self.inner.counters.hits_disk);
+            return Ok((Found::File(reader), Outcome::HitDisk));
+        }
+        let (value, outcome) = self.get_or_compute(key, compute).await?;
+        Ok((Found::Value(value), outcome))
+    }
+
+    /// Like [`get`](Store::get), with
+    /// [`get_or_compute_found`](Store::get_or_compute_found)'s question
+    /// `whole` for a value on disk (not in memory): false makes it a
+    /// verified reader of its file ([`Tier::Disk`], not promoted).
+    pub async fn get_found(
+        &self,
+        key: &Key,
+        whole: impl FnOnce(u64) -> bool + Send,
+    ) -> Option<(Found, Tier)> {
+        if let Some(reader) = self.inner.large_record(key, whole).await {
+            return Some((Found::File(reader), Tier::Disk));
+        }
+        let (value, tier) = self.get(key).await?;
+        Some((Found::Value(value), tier))
+    }
+
+    /// A verified reader of the disk record of `key` (see [`ValueReader`]),
+    /// for a caller that holds the value (just computed, say) but would
+    /// rather send it from disk than keep it in memory. A write of it still
+    /// queued is waited for first. `None` if there is no record: the disk
+    /// tier is disabled, the value was not written (larger than the disk
+    /// capacity, or the write failed) or was evicted since, or the record
+    /// is corrupt (then deleted and counted, as on any read).
+    pub async fn open_value_file(&self, key: &Key) -> Option<ValueReader> {
+        self.inner.disk.value_file(key).await
+    }
+
     /// Stores `value` under `key` in memory now and on disk in the
     /// background, for callers that computed it elsewhere.
     pub async fn insert(&self, key: Key, value: Bytes) {
@@ -285,6 +342,19 @@ impl<E> Store<E> {
 }
 
 impl<E> Inner<E> {
+    /// A verified reader of the disk record of `key` if the value is not
+    /// in memory and `whole` says not to read it whole.
+    async fn large_record(
+        &self,
+        key: &Key,
+        whole: impl FnOnce(u64) -> bool,
+    ) -> Option<ValueReader> {
+        if self.memory.contains(key) {
+            return None;
+        }
+        self.disk.large_record(key, whole).await
+    }
+
     /// Disk lookup with promotion of a hit into memory.
     async fn disk_lookup(&self, key: &Key) -> Option<Bytes> {
         let value = self.disk.get(key).await?;

@@ -57,6 +57,9 @@ pub(crate) enum Op {
     RemoveCorrupt { key: Key, done: oneshot::Sender<()> },
     /// Make everything queued before this durable, then answer on `done`.
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Answer on `done` once everything queued before this is applied
+    /// (nothing made durable).
+    Barrier(oneshot::Sender<()>),
 }
 
 /// The handles and index the writer thread owns.
@@ -132,6 +135,9 @@ impl Writer {
             }
             Op::Flush(done) => {
                 let _ = done.send(self.flush());
+            }
+            Op::Barrier(done) => {
+                let _ = done.send(());
             }
         }
     }
