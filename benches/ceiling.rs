@@ -20,6 +20,8 @@
 //! server's CPU (from /proc) are printed per request.
 //!
 //! `cargo bench --bench ceiling` (needs `wrk` on the PATH; about 4 minutes).
+//! `CEILING_BASELINE=/path/to/opusgate` adds another build of opusgate (an
+//! earlier commit's, say) as one more target, `RUST_LOG=info` like the first.
 //! `CEILING_SECONDS` (default 10) and `CEILING_ROUNDS` (default 3) change the
 //! length; `cargo bench --bench ceiling -- wrk` or `-- loadtest` runs one part.
 
@@ -75,10 +77,10 @@ struct Opusgate {
 }
 
 impl Opusgate {
-    fn start(dir: &Path, rust_log: &str) -> Opusgate {
+    fn start(binary: &Path, dir: &Path, rust_log: &str) -> Opusgate {
         std::fs::create_dir_all(dir).expect("dir");
         let log = dir.join("server.log");
-        let child = Command::new(BINARY)
+        let child = Command::new(binary)
             .args(["serve", "--port", "0", "--log-format", "json"])
             .current_dir(dir)
             .env("OPUSGATE_CACHE__DIR", dir.join("store"))
@@ -367,13 +369,21 @@ fn main() {
     )
     .expect("write post.lua");
 
-    let info = Opusgate::start(&tmp.path().join("info"), "info");
+    let binary = Path::new(BINARY);
+    let info = Opusgate::start(binary, &tmp.path().join("info"), "info");
     // `opusgate::server=info` only for the "listening" line; no request lines.
-    let warn = Opusgate::start(&tmp.path().join("warn"), "warn,opusgate::server=info");
+    let warn = Opusgate::start(
+        binary,
+        &tmp.path().join("warn"),
+        "warn,opusgate::server=info",
+    );
+    // Another build (an earlier commit's, say) measured beside this one.
+    let baseline = std::env::var_os("CEILING_BASELINE")
+        .map(|path| Opusgate::start(Path::new(&path), &tmp.path().join("baseline"), "info"));
     let hashing = Background::ceiling(wav.clone(), Some(key_params()));
     let bare = Background::ceiling(wav.clone(), None);
     let me = std::process::id().to_string();
-    let targets = [
+    let mut targets = vec![
         Target {
             name: "opusgate (RUST_LOG=info)",
             base: info.base.clone(),
@@ -395,6 +405,14 @@ fn main() {
             pid: warn.child.id().to_string(),
         },
     ];
+    if let Some(baseline) = &baseline {
+        targets.push(Target {
+            name: "opusgate baseline (RUST_LOG=info)",
+            base: baseline.base.clone(),
+            pid: baseline.child.id().to_string(),
+        });
+    }
+    let opusgates: Vec<&Opusgate> = [&info, &warn].into_iter().chain(&baseline).collect();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -406,7 +424,7 @@ fn main() {
         .build()
         .expect("client");
     // Warm both opusgates: the first POST converts, the second must be a memory hit.
-    for server in [&info, &warn] {
+    for server in &opusgates {
         let _ = runtime.block_on(x_cache(&client, &server.base, &upload));
         let cache = runtime.block_on(x_cache(&client, &server.base, &upload));
         assert_eq!(
@@ -416,7 +434,7 @@ fn main() {
         );
     }
     let probe = || {
-        for server in [&info, &warn] {
+        for server in &opusgates {
             let cache = runtime.block_on(x_cache(&client, &server.base, &upload));
             assert_eq!(cache, "hit-memory");
         }

@@ -48,13 +48,18 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Without `Stderr`'s lock (see log_writer).
+        .with_writer(super::log_writer::LogWriter::stderr());
     let _ = match format {
         LogFormat::Text => builder.with_ansi(colour()).try_init(),
         LogFormat::Json => builder
             .with_ansi(false)
             .json()
             .flatten_event(true)
+            // The same lines, request lines written directly (see log_format).
+            .event_format(super::log_format::RequestLinesJson::new(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
             .try_init(),
     };
 }
@@ -93,7 +98,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("opusgate: refusing to start: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("opusgate: cannot start the async runtime: {e}");
