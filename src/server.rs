@@ -1,6 +1,7 @@
 //! The server's life: start the [`Service`] and the [`Upstream`] side by
-//! side, serve HTTP on a listener until the shutdown signal, let in-flight
-//! requests finish within the grace period, flush both stores.
+//! side, serve HTTP on a listener until the shutdown signal (sampling the
+//! stats history for the console meanwhile), let in-flight requests finish
+//! within the grace period, flush both stores.
 //!
 //! [`run`] takes its own listener and shutdown future, so that tests can bind
 //! 127.0.0.1:0 and stop the server when they like.
@@ -38,7 +39,8 @@ mod deadline;
 mod linger;
 
 use crate::config::Config;
-use crate::http::{self, AppState, ShutdownFlag};
+use crate::console;
+use crate::http::{self, AppParts, AppState, ShutdownFlag};
 use crate::service::{self, Service};
 use crate::system::SystemMonitor;
 use crate::upstream::{self, Upstream};
@@ -72,7 +74,12 @@ pub async fn run(
     let upstream = Upstream::start(&config, shared.as_ref()).await?;
     let flag = ShutdownFlag::default();
     let uploads = http::budget::UploadBudget::new(config.limits.max_inflight_upload_bytes);
-    let state = AppState {
+    let answers = http::answers::AnswerBudget::new(config.limits.max_inflight_answer_bytes);
+    let history = console::History::new(
+        config.console.history_points,
+        Duration::from_secs(config.console.history_interval_seconds),
+    );
+    let state = AppState::new(AppParts {
         service: service.clone(),
         config: Arc::new(config),
         metrics: http::metrics_handle(),
@@ -81,8 +88,12 @@ pub async fn run(
         upstream: upstream.clone(),
         shared,
         uploads,
-    };
+        answers,
+        history,
+    });
     let upkeep = http::metrics_upkeep(state.metrics.clone());
+    // Samples the stats into the history until the server stops serving.
+    let sampler = console::history::sample(state.clone());
     let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
     let connections = connection_builder(state.config.header_read_timeout());
     let write_timeout = Duration::from_secs_f64(state.config.server.write_timeout_seconds);
@@ -115,6 +126,7 @@ pub async fn run(
         () = serving => {},
         () = grace_over => tracing::warn!("grace period over: dropping the requests still in flight"),
         () = upkeep => {},
+        () = sampler => {},
     }
     // Every answer has been sent by now; a store that cannot be made
     // durable (a full disk, say) costs cache entries, not answers, and its

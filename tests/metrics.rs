@@ -232,6 +232,7 @@ async fn a_fresh_instance_exposes_every_series_described_and_typed() {
     }
     for name in [
         "opusgate_conversions_rejected_total",
+        "opusgate_streams_repaired_total",
         "opusgate_conversions_in_progress",
         "opusgate_conversions_queued",
         "opusgate_conversion_duration_seconds_count",
@@ -245,6 +246,7 @@ async fn a_fresh_instance_exposes_every_series_described_and_typed() {
         ("opusgate_upstream_cache_total", "counter"),
         ("opusgate_conversions_total", "counter"),
         ("opusgate_conversions_rejected_total", "counter"),
+        ("opusgate_streams_repaired_total", "counter"),
         ("opusgate_upstream_calls_total", "counter"),
         ("opusgate_conversions_in_progress", "gauge"),
         ("opusgate_conversions_queued", "gauge"),
@@ -339,6 +341,8 @@ async fn a_fresh_instance_exposes_every_series_described_and_typed() {
         value(&after, "opusgate_conversion_duration_seconds_count", &[]),
         1.0
     );
+    // An intact stream is not a repaired one.
+    assert_eq!(value(&after, "opusgate_streams_repaired_total", &[]), 0.0);
     assert_eq!(
         value(
             &after,

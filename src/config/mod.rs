@@ -16,12 +16,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::SUPPORTED_RATES;
 
+mod console;
+mod cors;
 mod error;
+mod limits;
 mod lists;
 mod shared;
+mod upstream_convert;
+pub use console::ConsoleConfig;
+pub use cors::{AllowedOrigins, CorsConfig};
 pub use error::ConfigError;
 use error::{EnvLayers, ENV_PREFIX, LEGACY_ENV};
+pub use limits::LimitsConfig;
 pub use shared::SharedConfig;
+pub use upstream_convert::UpstreamConvert;
 
 /// Everything opusgate can be told, by section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +51,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The shared tier of a fleet (Redis); off by default.
     pub shared: SharedConfig,
+    /// Which web pages may call opusgate from a browser; off by default.
+    pub cors: CorsConfig,
+    /// The built-in web console and the stats history.
+    pub console: ConsoleConfig,
 }
 
 /// `[server]`
@@ -85,35 +97,6 @@ impl Default for ServerConfig {
             request_read_timeout_seconds: 30,
             header_read_timeout_seconds: 10.0,
             write_timeout_seconds: 60.0,
-        }
-    }
-}
-
-/// `[limits]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Largest accepted request body, in bytes.
-    pub max_upload_bytes: u64,
-    /// The memory budget of request bodies: the total bytes of all bodies
-    /// being read (and held until their request is answered) at once. A
-    /// body reserves its Content-Length (a chunked one, each chunk) before
-    /// it is read; one that finds no room within a second gets 503
-    /// `overloaded`, one larger than the whole budget 413.
-    pub max_inflight_upload_bytes: u64,
-    /// Longest accepted audio, in seconds.
-    pub max_duration_seconds: u64,
-    /// Deadline of one conversion once it runs, in seconds (fractions allowed).
-    pub conversion_timeout_seconds: f64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_upload_bytes: 33_554_432,
-            max_inflight_upload_bytes: 268_435_456,
-            max_duration_seconds: 600,
-            conversion_timeout_seconds: 30.0,
         }
     }
 }
@@ -254,6 +237,9 @@ pub struct UpstreamConfig {
     /// `translate_audio`'s system message; `{languages}` becomes the requested
     /// languages, `{format}` the line format asked for.
     pub system_prompt: String,
+    /// Which uploads `/v1/audio/*` converts to 16 kHz mono WAV before
+    /// forwarding: `all` (default), `opus` or `none`.
+    pub convert: UpstreamConvert,
 }
 
 /// The original service's instruction, with its line format.
@@ -275,6 +261,7 @@ impl Default for UpstreamConfig {
             cache_disk_bytes: 268_435_456,
             target_languages: vec!["英文".into(), "日文".into()],
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            convert: UpstreamConvert::All,
         }
     }
 }
@@ -413,35 +400,7 @@ impl Config {
                 "must be 1 or 2".into(),
             );
         }
-        if self.limits.max_upload_bytes == 0 {
-            return invalid(
-                "limits.max_upload_bytes",
-                "0".into(),
-                "must be positive".into(),
-            );
-        }
-        if self.limits.max_inflight_upload_bytes == 0 {
-            return invalid(
-                "limits.max_inflight_upload_bytes",
-                "0".into(),
-                "must be positive".into(),
-            );
-        }
-        if self.limits.max_duration_seconds == 0 {
-            return invalid(
-                "limits.max_duration_seconds",
-                "0".into(),
-                "must be positive".into(),
-            );
-        }
-        let timeout = self.limits.conversion_timeout_seconds;
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
-            return invalid(
-                "limits.conversion_timeout_seconds",
-                timeout.to_string(),
-                "must be more than 0 and at most 86400".into(),
-            );
-        }
+        self.limits.validate()?;
         if self.cache.memory_bytes == 0 {
             return invalid("cache.memory_bytes", "0".into(), "must be positive".into());
         }
@@ -469,6 +428,13 @@ impl Config {
             );
         }
         if let Some((setting, value, why)) = self.shared.problem() {
+            return invalid(setting, value, why);
+        }
+        let api_keys = !self.auth.api_keys.is_empty();
+        if let Some((setting, value, why)) = self.cors.problem(api_keys) {
+            return invalid(setting, value, why);
+        }
+        if let Some((setting, value, why)) = self.console.problem() {
             return invalid(setting, value, why);
         }
         let header_timeout = self.server.header_read_timeout_seconds;

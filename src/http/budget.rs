@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::stats::names;
+use crate::stats::{self, names};
 
 /// How long a request waits for room in the budget before it is refused.
 pub const UPLOAD_WAIT: Duration = Duration::from_secs(1);
@@ -156,7 +156,7 @@ impl Reservation {
         self.bytes += more;
         let now = inner.inflight.fetch_add(more, Ordering::Relaxed) + more;
         inner.peak.fetch_max(now, Ordering::Relaxed);
-        metrics::gauge!(names::UPLOAD_INFLIGHT).increment(more as f64);
+        stats::with_gauge(names::UPLOAD_INFLIGHT, |g| g.increment(more as f64));
         Ok(())
     }
 }
@@ -168,7 +168,7 @@ impl Drop for Reservation {
                 .0
                 .inflight
                 .fetch_sub(self.bytes, Ordering::Relaxed);
-            metrics::gauge!(names::UPLOAD_INFLIGHT).decrement(self.bytes as f64);
+            stats::with_gauge(names::UPLOAD_INFLIGHT, |g| g.decrement(self.bytes as f64));
         }
         // The permit, dropped after the counter, gives the bytes back.
         self.permit.take();

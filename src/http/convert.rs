@@ -1,19 +1,21 @@
 //! `POST /api/v1/convert` and `GET|HEAD /api/v1/audio/{key}`: reading the
-//! upload under its limits, and answering with WAV and cache headers.
+//! upload under its limits, and answering with WAV and cache headers, the
+//! WAV held whole or streamed from disk under the answer budget
+//! ([`super::answer_body`]).
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use opusgate_cache::Key;
+use opusgate_cache::{Found, Key, Outcome};
 
+use super::answer_body::{self, Prepared};
 use super::error::ApiError;
 use super::form::{multipart_boundary, read_body, read_multipart, take_field, AUDIO_FIELD};
-use super::log::mark_audio;
+use super::log::{key_hex, mark_audio};
 use super::range::{self, Selection};
 use super::AppState;
-use crate::codec;
-use crate::service::Conversion;
+use crate::service::FoundConversion;
 
 /// Query parameters of `/api/v1/convert`, kept as text so that a bad value
 /// gets our own `bad_parameter` answer.
@@ -71,31 +73,54 @@ pub async fn convert(
     State(app): State<AppState>,
     // Every pair, unknown and repeated names too, form-decoded.
     pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
+    // Whole, not a `HeaderMap` extractor (which clones the headers).
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let (head, body) = request.into_parts();
+    let headers = &head.headers;
     let Query(pairs) = pairs.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
     let query = ConvertQuery::from_pairs(pairs)?;
     let rate = parse_param::<u32>("rate", query.rate.as_deref())?;
     let channels = parse_param::<u8>("channels", query.channels.as_deref())?;
     let params = app.service.params(rate, channels)?;
-    let raw = read_body(&app, &headers, body).await?;
-    let upload = match multipart_boundary(&headers)? {
+    let raw = read_body(&app, headers, body).await?;
+    let upload = match multipart_boundary(headers)? {
         Some(boundary) => take_field(&mut read_multipart(raw, boundary).await?, AUDIO_FIELD)?.data,
         None => raw,
     };
-    let conversion = app.service.convert(upload, params).await?;
-    Ok(wav_response(&app, conversion))
+    // A WAV on disk is read whole only in bytes reserved for it first.
+    let mut reserved = None;
+    let answers = &app.answers;
+    let FoundConversion {
+        key,
+        found,
+        outcome,
+    } = app
+        .service
+        .convert_found(upload, params, |key, len| {
+            answers.admit(key, len, &mut reserved)
+        })
+        .await?;
+    let answer = answer_body::prepare(&app, &key, found, reserved).await?;
+    Ok(wav_response(&app, key, outcome, answer))
 }
 
+/// `"<key>"`, written in place (no `format!`).
 fn etag(key: &Key) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{key}\""))
-        .expect("64 hex digits between quotes are a valid header value")
+    let mut hex = [0u8; 64];
+    let mut tag = [b'"'; 66];
+    tag[1..65].copy_from_slice(key_hex(key, &mut hex).as_bytes());
+    HeaderValue::from_bytes(&tag).expect("64 hex digits between quotes are a valid header value")
 }
 
+/// `/api/v1/audio/<key>`, written in place (no `format!`).
 fn audio_location(key: &Key) -> HeaderValue {
-    HeaderValue::from_str(&format!("/api/v1/audio/{key}"))
-        .expect("a path with 64 hex digits is a valid header value")
+    const PREFIX: &[u8] = b"/api/v1/audio/";
+    let mut hex = [0u8; 64];
+    let mut path = [0u8; PREFIX.len() + 64];
+    path[..PREFIX.len()].copy_from_slice(PREFIX);
+    path[PREFIX.len()..].copy_from_slice(key_hex(key, &mut hex).as_bytes());
+    HeaderValue::from_bytes(&path).expect("a path with 64 hex digits is a valid header value")
 }
 
 /// `Cache-Control` of a stored WAV (also on its 304): a year and immutable
@@ -110,26 +135,34 @@ fn cache_control(app: &AppState) -> HeaderValue {
     })
 }
 
-fn wav_headers(app: &AppState, headers: &mut HeaderMap, key: &Key, wav: &[u8]) {
+/// `X-Audio-Duration-Ms`.
+const X_AUDIO_DURATION_MS: HeaderName = HeaderName::from_static("x-audio-duration-ms");
+
+/// Headers of a WAV answer: the four of [`wav_headers`], the duration,
+/// `Location` and `X-Cache`, room made for at once.
+const WAV_ANSWER_HEADERS: usize = 7;
+
+fn wav_headers(app: &AppState, headers: &mut HeaderMap, key: &Key, duration_ms: Option<u64>) {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     headers.insert(header::ETAG, etag(key));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CACHE_CONTROL, cache_control(app));
-    if let Some(ms) = codec::wav::duration_ms(wav) {
-        headers.insert("x-audio-duration-ms", HeaderValue::from(ms));
+    if let Some(ms) = duration_ms {
+        headers.insert(X_AUDIO_DURATION_MS, HeaderValue::from(ms));
     }
 }
 
 /// 200 with the WAV and its cache headers.
-fn wav_response(app: &AppState, conversion: Conversion) -> Response {
-    let Conversion { key, wav, outcome } = conversion;
+fn wav_response(app: &AppState, key: Key, outcome: Outcome, answer: Prepared) -> Response {
     let mut response = Response::new(Body::empty());
-    wav_headers(app, response.headers_mut(), &key, &wav);
+    response.headers_mut().reserve(WAV_ANSWER_HEADERS);
+    wav_headers(app, response.headers_mut(), &key, answer.duration_ms);
     response
         .headers_mut()
         .insert(header::LOCATION, audio_location(&key));
     mark_audio(&mut response, key, Some(outcome));
-    *response.body_mut() = Body::from(wav);
+    let total = answer.total;
+    *response.body_mut() = answer.body(0..total, &app.answers);
     response
 }
 
@@ -155,11 +188,19 @@ pub async fn audio(
     let key = Key::from_hex(&key).ok_or_else(|| {
         ApiError::bad_parameter("the key must be 64 lowercase hexadecimal characters")
     })?;
-    let wav = app
-        .service
-        .audio(&key)
-        .await
-        .ok_or_else(|| ApiError::not_found(format!("no stored audio has the key {key}")))?;
+    // An answer in flight for the key lends its buffer; otherwise a WAV on
+    // disk is read whole only in bytes reserved for it first.
+    let mut reserved = None;
+    let answers = &app.answers;
+    let lookup = match answers.shared(&key) {
+        Some(held) => Lookup::InFlight(answer_body::held_answer(held)),
+        None => Lookup::Stored(
+            app.service
+                .audio_found(&key, |len| answers.admit(&key, len, &mut reserved))
+                .await
+                .ok_or_else(|| ApiError::not_found(format!("no stored audio has the key {key}")))?,
+        ),
+    };
     if matches_etag(&headers, &key) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response.headers_mut().insert(header::ETAG, etag(&key));
@@ -170,7 +211,8 @@ pub async fn audio(
         mark_audio(&mut response, key, None);
         return Ok(response);
     }
-    let total = wav.len();
+    let total = usize::try_from(lookup.len())
+        .map_err(|_| ApiError::internal("a stored WAV longer than this platform can address"))?;
     let part = match range::select(&headers, &etag(&key), total) {
         Selection::Whole => None,
         Selection::Part(part) => Some(part),
@@ -180,16 +222,37 @@ pub async fn audio(
             return Ok(response);
         }
     };
+    let answer = match lookup {
+        Lookup::InFlight(answer) => answer,
+        Lookup::Stored(found) => answer_body::prepare(&app, &key, found, reserved).await?,
+    };
     let mut response = Response::new(Body::empty());
-    wav_headers(&app, response.headers_mut(), &key, &wav);
+    wav_headers(&app, response.headers_mut(), &key, answer.duration_ms);
     mark_audio(&mut response, key, None);
-    *response.body_mut() = match part {
+    let part = match part {
         Some(part) => {
             range::make_partial(&mut response, &part, total);
-            // A view into the same buffer, not a copy.
-            Body::from(wav.slice(part))
+            part
         }
-        None => Body::from(wav),
+        None => 0..total,
     };
+    *response.body_mut() = answer.body(part.start as u64..part.end as u64, &app.answers);
     Ok(response)
+}
+
+/// What `GET /api/v1/audio/{key}` found.
+enum Lookup {
+    /// The buffer an answer in flight holds for the key.
+    InFlight(Prepared),
+    /// What the store has.
+    Stored(Found),
+}
+
+impl Lookup {
+    fn len(&self) -> u64 {
+        match self {
+            Lookup::InFlight(answer) => answer.total,
+            Lookup::Stored(found) => found.len(),
+        }
+    }
 }

@@ -3,11 +3,10 @@
 //! Every error answer is JSON `{"status":"error","code":…,"message":…}`,
 //! except on OpenAI's routes (`/v1/*`), where the same error (same status,
 //! same code) takes OpenAI's shape
-//! `{"error":{"message":…,"type":…,"code":…,"param":null}}` ([`openai_shape`]).
+//! `{"error":{"message":…,"type":…,"code":…,"param":null}}` ([`openai_shaped`]).
 //! Codes are part of the API: clients branch on them, so they never change.
 
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -272,7 +271,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        // For `openai_shape`, which renders it again on `/v1/*`.
+        // For `openai_shaped`, which renders it again on `/v1/*`.
         response.extensions_mut().insert(self);
         response
     }
@@ -280,22 +279,18 @@ impl IntoResponse for ApiError {
 
 /// Whether a path is under OpenAI's API (`/v1/*`), where errors take
 /// OpenAI's shape.
-fn is_openai_path(path: &str) -> bool {
+pub fn is_openai_path(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
 }
 
-/// Middleware: on `/v1/*`, every error answer of opusgate's own (any
-/// [`ApiError`], wherever it was raised: auth, routing, body reading,
-/// conversion, the backend call, a caught panic) is rendered in OpenAI's
-/// shape with the same status, headers and code. Other answers, the
-/// backend's own error answers among them, pass unchanged.
-pub async fn openai_shape(request: axum::extract::Request, next: Next) -> Response {
-    let openai = is_openai_path(request.uri().path());
-    let response = next.run(request).await;
-    let Some(error) = openai
-        .then(|| response.extensions().get::<ApiError>().cloned())
-        .flatten()
-    else {
+/// An answer to a request on `/v1/*` (see [`is_openai_path`]): every error
+/// answer of opusgate's own (any [`ApiError`], wherever it was raised:
+/// auth, routing, body reading, conversion, the backend call, a caught
+/// panic) is rendered in OpenAI's shape with the same status, headers and
+/// code. Other answers, the backend's own error answers among them, pass
+/// unchanged. Applied by [`super::shape`], the layer outside every handler.
+pub fn openai_shaped(response: Response) -> Response {
+    let Some(error) = response.extensions().get::<ApiError>().cloned() else {
         return response;
     };
     let body = OpenAiBody {

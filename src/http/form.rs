@@ -123,11 +123,12 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Result<Option<String>, ApiErro
         return Ok(None);
     };
     let content_type = content_type.to_str().unwrap_or_default();
-    if !content_type
+    // Case-insensitive, without a lowercased copy.
+    let multipart = content_type
         .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("multipart/")
-    {
+        .get(.."multipart/".len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("multipart/"));
+    if !multipart {
         return Ok(None);
     }
     multer::parse_boundary(content_type)

@@ -1,88 +1,213 @@
-//! One log line and the request metrics for every HTTP request.
+//! One log line and the request metrics for every HTTP request
+//! ([`RequestLogLayer`], the outermost layer of the router).
 //!
 //! The route label is the router's own [`MatchedPath`] (bounded: one value
 //! per route, `unmatched` for everything else). What a handler wants logged
-//! travels as typed response extensions ([`AudioCache`], [`AnswerCache`],
-//! [`Key`]), set where the matching header is set by [`mark_audio`] and
+//! travels as typed response extensions ([`AudioAnswer`], [`AnswerCache`]),
+//! set where the matching header is set by [`mark_audio`] and
 //! [`mark_answer`], never parsed back from the headers.
+//!
+//! The layer is a plain tower service, not a `from_fn` middleware: it calls
+//! the service inside it directly (no clone of the routes inside, no boxed
+//! `Next`), its future is its own (no box), the line's fields are borrowed
+//! (no `String` per field), and the request is counted into metric handles
+//! resolved once per thread ([`stats::record_http_request`]).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::HttpBody;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
 use opusgate_cache::{Key, Outcome};
+use tower_layer::Layer;
+use tower_service::Service;
 
-use crate::stats::names;
+use crate::stats;
 
-/// How the audio store answered a request (`X-Cache`).
+/// The stored audio an answer is about: its key, and how the audio store
+/// answered the request (`X-Cache`), if it was looked up.
 #[derive(Clone, Copy, Debug)]
-pub struct AudioCache(pub Outcome);
+pub struct AudioAnswer {
+    /// The audio's content address.
+    pub key: Key,
+    /// The lookup's outcome (`X-Cache`); none for `GET /api/v1/audio/{key}`.
+    pub cache: Option<Outcome>,
+}
 
 /// How proxy mode's answer store answered a request (`X-Upstream-Cache`).
 #[derive(Clone, Copy, Debug)]
 pub struct AnswerCache(pub Outcome);
 
-/// Sets `X-Cache` and the extensions the log reads for an audio answer.
+/// `X-Cache`.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// `X-Upstream-Cache`.
+const X_UPSTREAM_CACHE: HeaderName = HeaderName::from_static("x-upstream-cache");
+
+/// Sets `X-Cache` and the extension the log reads for an audio answer.
 pub fn mark_audio(response: &mut Response, key: Key, outcome: Option<Outcome>) {
     if let Some(outcome) = outcome {
         response
             .headers_mut()
-            .insert("x-cache", HeaderValue::from_static(outcome.as_str()));
-        response.extensions_mut().insert(AudioCache(outcome));
+            .insert(X_CACHE, HeaderValue::from_static(outcome.as_str()));
     }
-    response.extensions_mut().insert(key);
+    response.extensions_mut().insert(AudioAnswer {
+        key,
+        cache: outcome,
+    });
 }
 
 /// Sets `X-Upstream-Cache` and its extension for a backend answer.
 pub fn mark_answer(response: &mut Response, outcome: Outcome) {
-    response.headers_mut().insert(
-        "x-upstream-cache",
-        HeaderValue::from_static(outcome.as_str()),
-    );
+    response
+        .headers_mut()
+        .insert(X_UPSTREAM_CACHE, HeaderValue::from_static(outcome.as_str()));
     response.extensions_mut().insert(AnswerCache(outcome));
 }
 
-/// Middleware: logs method, path, route, status, cache outcomes, key, bytes
-/// and duration, and counts the request by route and status.
-pub async fn log_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let response = next.run(request).await;
-    let took = started.elapsed();
-    let status = response.status().as_u16();
-    let extensions = response.extensions();
-    let cache = extensions.get::<AudioCache>().map_or("-", |c| c.0.as_str());
-    let upstream_cache = extensions
-        .get::<AnswerCache>()
-        .map_or("-", |c| c.0.as_str());
-    let key = extensions
-        .get::<Key>()
-        .map_or_else(|| "-".to_owned(), Key::to_hex);
-    let bytes = response.body().size_hint().exact();
-    tracing::info!(
-        target: "opusgate::request",
-        %method,
-        path,
-        route,
-        status,
-        cache,
-        upstream_cache,
-        key,
-        bytes = bytes.map(|n| n as i64).unwrap_or(-1),
-        // Milliseconds to 2 decimals (`ms=7.74`, not `ms=7.7379809999999996`).
-        ms = (took.as_secs_f64() * 100_000.0).round() / 100.0,
-        "request"
-    );
-    metrics::counter!(names::HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(names::HTTP_DURATION, "route" => route).record(took.as_secs_f64());
-    response
+/// A key's 64 lowercase hexadecimal digits, written into `buffer` (no
+/// allocation): the same text as `Key::to_hex` and `Key`'s `Display`.
+pub fn key_hex<'a>(key: &Key, buffer: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in buffer.chunks_exact_mut(2).zip(key.as_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(buffer).unwrap_or("-")
+}
+
+/// Wraps a service in [`RequestLog`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestLogLayer;
+
+impl<S> Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+
+    fn layer(&self, inner: S) -> RequestLog<S> {
+        RequestLog { inner }
+    }
+}
+
+/// Logs method, path, route, status, cache outcomes, key, bytes and
+/// duration of every request, and counts it by route and status.
+#[derive(Clone, Debug)]
+pub struct RequestLog<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RequestLog<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RequestLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let seen = Seen {
+            started: Instant::now(),
+            method: request.method().clone(),
+            // A reference count on the request head's buffer, not a copy.
+            uri: request.uri().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+        };
+        RequestLogFuture {
+            inner: self.inner.call(request),
+            seen: Some(seen),
+        }
+    }
+}
+
+/// The future of [`RequestLog`]: the answer, then its line.
+pub struct RequestLogFuture<F> {
+    inner: F,
+    seen: Option<Seen>,
+}
+
+/// What the line needs of the request.
+struct Seen {
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    route: Option<MatchedPath>,
+}
+
+impl<F> Future for RequestLogFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let result = ready!(Pin::new(&mut this.inner).poll(cx));
+        if let (Ok(response), Some(seen)) = (&result, this.seen.take()) {
+            seen.log(response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Seen {
+    /// Writes the request's line and counts it.
+    fn log(self, response: &Response) {
+        let took = self.started.elapsed();
+        let status = response.status().as_u16();
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let extensions = response.extensions();
+        let audio = extensions.get::<AudioAnswer>();
+        let cache = audio.and_then(|a| a.cache).map_or("-", Outcome::as_str);
+        let upstream_cache = extensions
+            .get::<AnswerCache>()
+            .map_or("-", |c| c.0.as_str());
+        let mut hex = [0u8; 64];
+        let key = audio.map_or("-", |a| key_hex(&a.key, &mut hex));
+        let bytes = response.body().size_hint().exact();
+        tracing::info!(
+            target: "opusgate::request",
+            method = %self.method,
+            path = self.uri.path(),
+            route,
+            status,
+            cache,
+            upstream_cache,
+            key,
+            bytes = bytes.map(|n| n as i64).unwrap_or(-1),
+            // Milliseconds to 2 decimals (`ms=7.74`, not `ms=7.7379809999999996`).
+            ms = (took.as_secs_f64() * 100_000.0).round() / 100.0,
+            "request"
+        );
+        stats::record_http_request(route, status, took);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hex_is_the_keys_own_hex() {
+        for seed in [&b""[..], b"a", b"opusgate"] {
+            let key = Key::derive(seed, b"params");
+            let mut buffer = [0u8; 64];
+            assert_eq!(key_hex(&key, &mut buffer), key.to_hex());
+            assert_eq!(key_hex(&key, &mut buffer), key.to_string());
+        }
+        let mut buffer = [0u8; 64];
+        assert_eq!(
+            key_hex(&Key::from_bytes([0xa5; 32]), &mut buffer),
+            "a5".repeat(32)
+        );
+    }
 }

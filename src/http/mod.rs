@@ -1,16 +1,20 @@
-//! HTTP: the routes, authentication, request logging, and the mapping from
-//! errors to status codes. Handlers are thin: they parse the request, call
+//! HTTP: the routes, authentication, CORS, request logging, and the mapping
+//! from errors to status codes. Handlers are thin: they parse the request, call
 //! the [`crate::service`], and shape the answer.
 
+pub mod answer_body;
+pub mod answers;
 pub mod auth;
 pub mod budget;
 pub mod convert;
+pub mod cors;
 pub mod error;
 pub mod form;
 pub mod log;
 pub mod monitor;
 pub mod proxy;
 pub mod range;
+pub mod shape;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,7 +24,6 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::service::Service;
@@ -46,9 +49,30 @@ impl ShutdownFlag {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one reference-counted [`AppParts`]
+/// (read through `Deref`), so that the clones axum makes of the state for
+/// every request (the route's, the handler's, the `State` extractor's)
+/// cost one count each, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state of a server made of `parts`.
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     /// The conversion pipeline.
     pub service: Service,
     /// The settings in force.
@@ -65,6 +89,10 @@ pub struct AppState {
     pub shared: Option<SharedTier>,
     /// The memory budget of request bodies being read and held.
     pub uploads: budget::UploadBudget,
+    /// The memory budget of answers being sent.
+    pub answers: answers::AnswerBudget,
+    /// The stats history (`GET /api/v1/stats/history`, the console's charts).
+    pub history: crate::console::History,
 }
 
 /// Conversion duration buckets, in seconds.
@@ -93,6 +121,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             });
             crate::stats::describe_all();
             crate::stats::register_startup_series();
+            crate::stats::mark_recorder_installed();
             handle
         })
         .clone()
@@ -120,33 +149,67 @@ pub async fn metrics_upkeep(handle: PrometheusHandle) {
 /// The whole application: routes, auth, logging, panic catching.
 pub fn router(state: AppState) -> Router {
     let keys = ApiKeys::new(&state.config.auth.api_keys);
+    let cors = cors::layer(&state.config.cors, keys.enabled());
     let protected = Router::new()
         .route("/api/v1/convert", post(convert::convert))
         .route("/api/v1/audio/{key}", get(convert::audio))
         .route("/api/v1/stats", get(monitor::stats))
+        .route(
+            "/api/v1/stats/history",
+            get(crate::console::history::history),
+        )
         .route("/api/v1/performance", get(monitor::performance))
         .route("/api/v1/concurrent-status", get(monitor::concurrent_status))
         .route("/metrics", get(monitor::metrics))
         .route("/v1/audio/transcriptions", post(proxy::transcriptions))
         .route("/v1/audio/translations", post(proxy::translations))
         .route("/v1/models", get(proxy::models))
-        .route("/api/v1/translate_audio", post(proxy::translate_audio))
-        .route_layer(middleware::from_fn_with_state(keys, auth::require_key));
+        .route("/api/v1/translate_audio", post(proxy::translate_audio));
+    // Without keys the check would let every request in: no layer at all.
+    let protected = if keys.enabled() {
+        protected.route_layer(middleware::from_fn_with_state(keys, auth::require_key))
+    } else {
+        protected
+    };
     let open = Router::new()
         .route("/api/v1/health", get(monitor::health))
         .route("/healthz", get(monitor::healthz))
         .route("/readyz", get(monitor::readyz));
-    protected
+    // The console's page and assets: no key (its API calls send one), no body.
+    let open = if state.config.console.enabled {
+        open.merge(crate::console::routes())
+    } else {
+        open
+    };
+    let app = protected
         .merge(open)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // The upload limit is enforced while reading (form::read_body).
-        .layer(DefaultBodyLimit::disable())
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        // Outside the panic catcher, so that a caught panic is reshaped too.
-        .layer(middleware::from_fn(error::openai_shape))
-        .layer(middleware::from_fn(log::log_request))
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    // The layers, outermost first, applied as one (a tuple of layers): each
+    // `Router::layer` call wraps every route in one more boxed service,
+    // which axum clones, box by box, for every request.
+    // - the request log and its metrics;
+    // - CORS: outside auth and every handler, so that a preflight is
+    //   answered without a key and every answer (errors too) carries the
+    //   headers; inside the log, so that preflights are logged and counted;
+    // - panics caught, and errors in OpenAI's shape on `/v1/*` (a caught
+    //   panic's too);
+    // - no axum body limit: the upload limit is enforced while reading
+    //   (form::read_body).
+    let app = match cors {
+        Some(cors) => app.layer((
+            log::RequestLogLayer,
+            cors,
+            shape::ErrorShapeLayer,
+            DefaultBodyLimit::disable(),
+        )),
+        None => app.layer((
+            log::RequestLogLayer,
+            shape::ErrorShapeLayer,
+            DefaultBodyLimit::disable(),
+        )),
+    };
+    app.with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -24,15 +24,25 @@ fn unix_seconds() -> f64 {
 
 /// `GET /api/v1/stats`: cache and conversion figures.
 pub async fn stats(State(app): State<AppState>) -> Json<Value> {
+    Json(stats_snapshot(&app).await)
+}
+
+/// The object `GET /api/v1/stats` serves, as of now; also each point of
+/// the stats history ([`crate::console::history`]).
+pub async fn stats_snapshot(app: &AppState) -> Value {
     // Makes moka's entry and byte figures exact before reading them.
     app.service.store().run_pending_tasks().await;
     let s = app.service.store().stats();
     let (lookups, hit_rate) = lookups_and_hit_rate(&s);
     let service = &app.service;
-    let conversions = service
+    let mut conversions = json!(service
         .conversions()
-        .snapshot(service.max_concurrent(), service.workers());
-    Json(json!({
+        .snapshot(service.max_concurrent(), service.workers()));
+    if let Some(c) = conversions.as_object_mut() {
+        // The wait queue's size, next to `queued`.
+        c.insert("max_queued".into(), json!(service.max_queued()));
+    }
+    json!({
         "cache": {
             "lookups": lookups,
             "hits_memory": s.hits_memory,
@@ -62,22 +72,32 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
             "in_flight": s.in_flight,
         },
         "conversions": conversions,
-        "upstream": upstream_stats(&app),
-        "shared": shared_stats(&app),
-        "memory": memory_stats(&app),
+        "upstream": upstream_stats(app),
+        "shared": shared_stats(app),
+        "memory": memory_stats(app),
         "uptime_seconds": app.service.requests().uptime().as_secs(),
-    }))
+        "version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// The upload budget (`limits.max_inflight_upload_bytes`): its size, the
-/// bytes of request bodies held now and at most, and the uploads refused.
+/// bytes of request bodies held now and at most, and the uploads refused;
+/// the answer budget (`limits.max_inflight_answer_bytes`): its size, the
+/// bytes of WAV held by answers being sent now and at most, the answers
+/// streamed from disk for it and those refused.
 fn memory_stats(app: &AppState) -> Value {
     let b = app.uploads.snapshot();
+    let a = app.answers.snapshot();
     json!({
         "upload_budget_bytes": b.budget_bytes,
         "inflight_upload_bytes": b.inflight_bytes,
         "inflight_upload_bytes_peak": b.peak_bytes,
         "rejected_over_budget": b.rejected,
+        "answer_budget_bytes": a.budget_bytes,
+        "inflight_answer_bytes": a.inflight_bytes,
+        "inflight_answer_bytes_peak": a.peak_bytes,
+        "answers_streamed": a.streamed,
+        "answers_rejected_over_budget": a.rejected,
     })
 }
 

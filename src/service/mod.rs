@@ -5,18 +5,20 @@
 //! Nothing here knows HTTP: the `http` module turns [`ServiceError`] into
 //! status codes.
 
+mod found;
 pub mod pool;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use opusgate_cache::{ComputeError, Key, Outcome, SharedTier, Store, StoreConfig, StoreError};
+use opusgate_cache::{Key, Outcome, SharedTier, Store, StoreConfig, StoreError};
 use tokio::sync::Semaphore;
 
 use crate::codec::{self, CodecError, ConvertOptions, CONVERTER_REVISION};
 use crate::config::Config;
 use crate::stats::{self, ConversionStats, RequestStats};
+pub use found::FoundConversion;
 use pool::{JobLost, WorkerPool};
 
 /// Uploads at least this large are hashed on a blocking thread.
@@ -201,14 +203,10 @@ impl Service {
             .await;
         match result {
             Ok((wav, outcome)) => {
-                metrics::counter!(stats::names::CACHE_LOOKUPS, "outcome" => outcome.as_str())
-                    .increment(1);
+                stats::count_cache_lookup(outcome);
                 Ok(Conversion { key, wav, outcome })
             }
-            Err(ComputeError::Failed(e)) => Err(e),
-            Err(ComputeError::Panicked) => Err(ServiceError::Internal(
-                "the conversion panicked; it was logged and not stored".into(),
-            )),
+            Err(error) => Err(found::compute_error(error)),
         }
     }
 
@@ -233,13 +231,24 @@ impl Service {
         let _active = inner.conversions.enter_active();
         let started = Instant::now();
         let options = self.options(params, Some(started + inner.timeout));
+        let input = upload.clone();
         let result = inner
             .pool
-            .run(move || codec::convert(&upload, &options))
+            .run(move || codec::convert(&input, &options))
             .await;
         drop(permit);
         let result = match result {
-            Ok(Ok(converted)) => Ok(Bytes::from(converted.wav)),
+            Ok(Ok(converted)) => {
+                if let Some(repaired) = &converted.repaired {
+                    // Decoded as ffmpeg does; the key (hashed again, as this
+                    // is rare) says which upload it was.
+                    let key = self.key_off_thread(&upload, params).await;
+                    let key = key.map(|k| k.to_hex()).unwrap_or_default();
+                    tracing::warn!(%key, %repaired, "repaired an Ogg Opus stream");
+                    inner.conversions.record_repaired();
+                }
+                Ok(Bytes::from(converted.wav))
+            }
             Ok(Err(e)) => Err(ServiceError::Codec(e)),
             Err(JobLost) => Err(ServiceError::Internal(JobLost.to_string())),
         };

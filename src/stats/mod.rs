@@ -5,7 +5,8 @@
 //! [`DURATION_WINDOW`] samples for percentiles. Every Prometheus metric is
 //! named in [`names`] and described (HELP, unit) in [`describe_all`]; each is
 //! recorded (through the `metrics` facade) where it happens: conversions
-//! here, store lookups in `service` and `upstream`, requests in `http::log`,
+//! here, store lookups in `service` and `upstream`, requests in `http::log`
+//! (into handles resolved once, [`record_http_request`]),
 //! backend calls in `upstream`, the stores' and the shared tier's figures
 //! and the `process_*` metrics on a scrape ([`record_store`],
 //! [`record_shared`], [`collect_process`], from `http::monitor`). The series
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod handles;
 mod prometheus;
+pub use handles::{count_cache_lookup, mark_recorder_installed, record_http_request, with_gauge};
 pub use prometheus::{
     collect_process, describe_all, names, record_shared, record_store, register_startup_series,
     CONVERSION_RESULTS, UPSTREAM_RESULTS,
@@ -36,6 +39,7 @@ pub struct ConversionStats {
     completed: AtomicU64,
     failed: AtomicU64,
     rejected_overload: AtomicU64,
+    streams_repaired: AtomicU64,
     total_micros: AtomicU64,
     recent: Mutex<VecDeque<u32>>,
 }
@@ -53,6 +57,9 @@ pub struct ConversionSnapshot {
     pub failed: u64,
     /// Conversions refused because the wait queue was full.
     pub rejected_overload: u64,
+    /// Conversions of an Ogg Opus upload whose granule positions disagreed
+    /// with its packets, decoded as ffmpeg decodes it.
+    pub streams_repaired: u64,
     /// Permits: conversions that may run at once.
     pub max_concurrent: u64,
     /// Threads in the conversion pool.
@@ -77,6 +84,7 @@ impl Default for ConversionStats {
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             rejected_overload: AtomicU64::new(0),
+            streams_repaired: AtomicU64::new(0),
             total_micros: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(DURATION_WINDOW)),
         }
@@ -147,6 +155,13 @@ impl ConversionStats {
         metrics::counter!(names::CONVERSIONS_REJECTED).increment(1);
     }
 
+    /// Counts a conversion whose Ogg stream had its granule positions
+    /// repaired (once per conversion, however many streams or pages).
+    pub fn record_repaired(&self) {
+        self.streams_repaired.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::STREAMS_REPAIRED).increment(1);
+    }
+
     /// Records a finished conversion and how long it ran.
     pub fn record_finished(&self, ok: bool, took: Duration) {
         let (counter, label) = if ok {
@@ -200,6 +215,7 @@ impl ConversionStats {
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             rejected_overload: self.rejected_overload.load(Ordering::Relaxed),
+            streams_repaired: self.streams_repaired.load(Ordering::Relaxed),
             max_concurrent: max,
             workers: workers as u64,
             utilization_percent: if max == 0 {

@@ -28,6 +28,9 @@ pub mod names {
     pub const CONVERSIONS_REJECTED: &str = "opusgate_conversions_rejected_total";
     /// Histogram: conversion duration.
     pub const CONVERSION_DURATION: &str = "opusgate_conversion_duration_seconds";
+    /// Counter: conversions of an Ogg Opus upload whose granule positions
+    /// disagreed with its packets, decoded as ffmpeg decodes it.
+    pub const STREAMS_REPAIRED: &str = "opusgate_streams_repaired_total";
     /// Gauge: bytes stored, by `store` (`audio`, `upstream`) and `tier`.
     pub const STORE_BYTES: &str = "opusgate_store_bytes";
     /// Gauge: entries stored, by `store` and `tier`.
@@ -66,6 +69,12 @@ pub mod names {
     pub const UPLOAD_INFLIGHT: &str = "opusgate_upload_inflight_bytes";
     /// Counter: uploads refused for the upload budget.
     pub const UPLOAD_REJECTED: &str = "opusgate_upload_rejected_total";
+    /// Gauge: bytes of answers held in the answer budget now.
+    pub const ANSWER_INFLIGHT: &str = "opusgate_answer_inflight_bytes";
+    /// Counter: answers streamed from disk for the answer budget.
+    pub const ANSWER_STREAMED: &str = "opusgate_answer_streamed_total";
+    /// Counter: answers refused for the answer budget.
+    pub const ANSWER_REJECTED: &str = "opusgate_answer_rejected_total";
 }
 
 /// The `result` labels of [`names::CONVERSIONS`].
@@ -113,6 +122,11 @@ pub fn describe_all() {
         CONVERSION_DURATION,
         Unit::Seconds,
         "Conversion duration on the worker pool."
+    );
+    describe_counter!(
+        STREAMS_REPAIRED,
+        Unit::Count,
+        "Conversions of an Ogg Opus upload whose granule positions disagreed with its packets (e.g. ffmpeg's copy of a browser's WebM), decoded as ffmpeg decodes it."
     );
     describe_gauge!(
         STORE_BYTES,
@@ -194,14 +208,29 @@ pub fn describe_all() {
         Unit::Count,
         "Uploads refused for the upload budget: 503 overloaded (no room in time) or 413 (larger than the whole budget)."
     );
+    describe_gauge!(
+        ANSWER_INFLIGHT,
+        Unit::Bytes,
+        "Bytes of WAV held by answers being sent (limits.max_inflight_answer_bytes) now: whole buffers, and chunks of answers streamed from disk."
+    );
+    describe_counter!(
+        ANSWER_STREAMED,
+        Unit::Count,
+        "Answers streamed from their disk record in chunks because holding them whole would have crossed the answer budget."
+    );
+    describe_counter!(
+        ANSWER_REJECTED,
+        Unit::Count,
+        "Answers refused with 503 overloaded: no room in the answer budget within a second, and no disk record to stream from."
+    );
     process_collector().describe();
 }
 
 /// Creates, at 0, every series a dashboard or an alert reads, so that a
 /// fresh instance exposes them before their first event: lookups of both
-/// stores by outcome, conversions by result and rejected, conversions in
-/// progress and queued, backend calls by result, and the two unlabelled
-/// duration histograms. Called once, where the recorder is installed.
+/// stores by outcome, conversions by result, rejected and repaired,
+/// conversions in progress and queued, backend calls by result, and the two
+/// unlabelled duration histograms. Called once, where the recorder is installed.
 pub fn register_startup_series() {
     for outcome in Outcome::ALL {
         metrics::counter!(names::CACHE_LOOKUPS, "outcome" => outcome.as_str()).increment(0);
@@ -211,7 +240,10 @@ pub fn register_startup_series() {
         metrics::counter!(names::CONVERSIONS, "result" => result).increment(0);
     }
     metrics::counter!(names::CONVERSIONS_REJECTED).increment(0);
+    metrics::counter!(names::STREAMS_REPAIRED).increment(0);
     metrics::counter!(names::UPLOAD_REJECTED).increment(0);
+    metrics::counter!(names::ANSWER_STREAMED).increment(0);
+    metrics::counter!(names::ANSWER_REJECTED).increment(0);
     for result in UPSTREAM_RESULTS {
         metrics::counter!(names::UPSTREAM_CALLS, "result" => result).increment(0);
     }
@@ -220,6 +252,7 @@ pub fn register_startup_series() {
     metrics::gauge!(names::CONVERSIONS_ACTIVE).increment(0.0);
     metrics::gauge!(names::CONVERSIONS_QUEUED).increment(0.0);
     metrics::gauge!(names::UPLOAD_INFLIGHT).increment(0.0);
+    metrics::gauge!(names::ANSWER_INFLIGHT).increment(0.0);
     // A registered histogram is rendered (empty) from the next upkeep on.
     let _ = metrics::histogram!(names::CONVERSION_DURATION);
     let _ = metrics::histogram!(names::UPSTREAM_DURATION);
