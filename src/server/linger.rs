@@ -1,14 +1,17 @@
-//! Lingering close: a connection closed while the client is still sending
-//! (a 413 or 401 answered before the body was read) is drained for a moment
-//! before its socket is released, so the client reads the answer instead of
-//! a reset.
+//! Lingering close: a connection the server closes while the client may
+//! still be sending (a 413 or 401 answered before the body was read) is
+//! drained for a moment before its socket is released, so the client reads
+//! the answer instead of a reset.
 //!
-//! Closing a TCP socket whose receive queue holds unread bytes makes the
-//! kernel send RST instead of FIN, and an RST that reaches the client before
+//! Closing a TCP socket whose receive queue holds unread bytes, or that
+//! receives more after it is closed, makes the kernel send RST, and an RST that reaches the client before
 //! it has read the answer throws the answer away ("connection reset by
 //! peer"). nginx and Apache keep such a socket open after sending the
 //! answer, discarding what arrives, until the client stops or a short time
-//! passes; [`Linger`] does the same when its socket is dropped: the write
+//! passes; [`Linger`] does the same when its socket is dropped before the
+//! client has closed its side (bytes hyper had already read into its own
+//! buffer leave the kernel's queue empty, and the rest of the body is still
+//! on its way, so an empty queue is no sign the client is done): the write
 //! side is shut (FIN after the answer), and what the client still sends is
 //! read and discarded for at most [`LINGER_TIME`] or [`LINGER_BYTES`], on a
 //! task of its own. At most [`MAX_LINGERING`] sockets linger at once; past
@@ -61,9 +64,15 @@ impl Drop for Linger {
             return;
         };
         let mut probe = [0u8; 1];
-        // Only a socket with unread input would be reset on close.
-        if !matches!(stream.try_read(&mut probe), Ok(n) if n > 0) {
-            return;
+        match stream.try_read(&mut probe) {
+            // The client has closed its side: nothing more can come.
+            Ok(0) => return,
+            // Input waits unread, or may still come (the rest of a body
+            // hyper stopped reading): either would be answered by a reset.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The socket is broken already.
+            Err(_) => return,
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
