@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::StoreError;
 use crate::files::ValueFiles;
 use crate::key::Key;
-use crate::record::{self, RecordError};
+use crate::record;
 use crate::space::{self, VictimOrder};
 use crate::stats::{add, Counters};
 use crate::tierstate::Shared;
@@ -56,19 +56,14 @@ use crate::writer::{Op, Writer};
 
 pub(crate) mod reader;
 
+use reader::Opened;
+
 /// sled's own page cache. sled holds only the recency tree (48 bytes an
 /// entry), so a small cache covers it; its 1 GiB default is far too much.
 pub(crate) const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// How long `open` waits for another handle (in this process or a previous
 /// one that is exiting) to release sled's lock on the database.
 pub(crate) const OPEN_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// What a blocking read found.
-enum Read {
-    Missing,
-    Found(Bytes),
-    Corrupt(RecordError),
-}
 
 /// Handle to the disk tier: enabled, or disabled (memory only) because it
 /// could not be opened on a full filesystem.
@@ -224,29 +219,7 @@ impl DiskTier {
         let key = *key;
         let files = active.files.clone();
         let read = tokio::task::spawn_blocking(move || read_blocking(&files, &key)).await;
-        match read {
-            Ok(Ok(Read::Missing)) => None,
-            Ok(Ok(Read::Found(value))) => {
-                let _ = active.ops.send(Op::Touch(key));
-                Some(value)
-            }
-            Ok(Ok(Read::Corrupt(error))) => {
-                tracing::warn!(%key, %error, "opusgate-cache: corrupt disk record; deleting it");
-                let (done, done_rx) = oneshot::channel();
-                if active.ops.send(Op::RemoveCorrupt { key, done }).is_ok() {
-                    let _ = done_rx.await;
-                }
-                None
-            }
-            Ok(Err(error)) => {
-                self.shared.read_failed(&key, &error);
-                None
-            }
-            Err(error) => {
-                self.shared.read_failed(&key, &error);
-                None
-            }
-        }
+        self.settle(&key, read).await
     }
 
     /// Queues `value` to be written under `key`; returns at once. Values
@@ -372,13 +345,13 @@ fn recency_order(db: &sled::Db) -> Option<Vec<Key>> {
     Some(entries.into_iter().map(|(_, key)| key).collect())
 }
 
-fn read_blocking(files: &ValueFiles, key: &Key) -> std::io::Result<Read> {
+fn read_blocking(files: &ValueFiles, key: &Key) -> std::io::Result<Opened<Bytes>> {
     let Some(record) = files.read(key)? else {
-        return Ok(Read::Missing);
+        return Ok(Opened::Missing);
     };
     match record::verify(key, &record) {
-        Ok(range) => Ok(Read::Found(Bytes::from(record).slice(range))),
-        Err(error) => Ok(Read::Corrupt(error)),
+        Ok(range) => Ok(Opened::Found(Bytes::from(record).slice(range))),
+        Err(error) => Ok(Opened::Corrupt(error)),
     }
 }
 

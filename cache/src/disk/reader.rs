@@ -243,10 +243,11 @@ impl DiskTier {
         self.settle(&key, opened).await
     }
 
-    /// What a blocking open of the record of `key` found: the record, or
-    /// `None` after deleting and counting a corrupt one, counting a failed
-    /// read, or for none. A verified reader counts as used.
-    async fn settle<T: Settled>(
+    /// What a blocking read or open of the record of `key` found: the
+    /// value or record, or `None` after deleting and counting a corrupt one,
+    /// counting a failed read, or for none. A verified value or reader
+    /// counts as used.
+    pub(super) async fn settle<T: Settled>(
         &self,
         key: &Key,
         opened: Result<io::Result<Opened<T>>, tokio::task::JoinError>,
@@ -281,8 +282,9 @@ impl DiskTier {
     }
 }
 
-/// What [`DiskTier::settle`] hands back: a framed record or a verified one.
-trait Settled {
+/// What [`DiskTier::settle`] hands back: a value read whole, a framed
+/// record or a verified one.
+pub(super) trait Settled {
     /// Whether handing it out counts as a use of the record.
     const VERIFIED: bool;
 }
@@ -292,6 +294,10 @@ impl Settled for Framed {
 }
 
 impl Settled for ValueReader {
+    const VERIFIED: bool = true;
+}
+
+impl Settled for Bytes {
     const VERIFIED: bool = true;
 }
 
