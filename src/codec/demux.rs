@@ -50,6 +50,7 @@
 use std::borrow::Cow;
 
 use super::budget::Budget;
+use super::detect::detect;
 use super::error::CodecError;
 use super::head::{OpusHead, HEAD_MAGIC};
 use super::page::{read_page, PageError, CAPTURE};
@@ -168,7 +169,14 @@ pub fn demux_repairing<'a>(
         return Err(CodecError::UnsupportedFormat("the input is empty".into()));
     }
     if !input.starts_with(CAPTURE) {
-        return Err(CodecError::UnsupportedFormat(describe_non_ogg(input)));
+        // What it is instead, in the words of the format detection.
+        return Err(match detect(input) {
+            Err(e) => e,
+            Ok(format) => CodecError::UnsupportedFormat(format!(
+                "the input is {}, not Ogg Opus; codec::convert decodes it",
+                format.as_str()
+            )),
+        });
     }
     let mut budget = Budget::new(opts, input.len());
     let mut links: Vec<Link<'a>> = Vec::new();
@@ -346,29 +354,4 @@ fn codec_name(first_packet: &[u8]) -> &'static str {
         .iter()
         .find(|(magic, _)| first_packet.starts_with(magic))
         .map_or("an unknown codec", |k| k.1)
-}
-
-/// Says what a non-Ogg input looks like, for the error message.
-fn describe_non_ogg(input: &[u8]) -> String {
-    let what = if input.starts_with(b"RIFF") && input.get(8..12) == Some(b"WAVE") {
-        "a WAV file"
-    } else if input.starts_with(b"ID3")
-        || (input.len() > 1 && input[0] == 0xFF && input[1] & 0xE0 == 0xE0)
-    {
-        "an MP3 file"
-    } else if input.starts_with(b"fLaC") {
-        "a FLAC file"
-    } else if input.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        "a WebM/Matroska file (browsers often record WebM; ask for audio/ogg;codecs=opus, or \
-         remux with `ffmpeg -i in.webm -c:a copy out.opus`)"
-    } else if input.get(4..8) == Some(b"ftyp") {
-        "an MP4/M4A file"
-    } else if input.starts_with(b"#!AMR") {
-        "an AMR file"
-    } else {
-        return "the input is not an Ogg file: it does not start with the \"OggS\" capture \
-                pattern. Only Ogg Opus is accepted"
-            .to_string();
-    };
-    format!("the input is not an Ogg file; it looks like {what}. Only Ogg Opus is accepted")
 }
