@@ -71,11 +71,6 @@ impl MemoryTier {
         self.cache.get(key).await
     }
 
-    /// Whether `key` is held, without refreshing its recency.
-    pub(crate) fn contains(&self, key: &Key) -> bool {
-        self.cache.contains_key(key)
-    }
-
     /// Stores `value` unless it cannot fit; returns whether it was stored.
     pub(crate) async fn insert(&self, key: Key, value: Bytes) -> bool {
         if !self.fits(value.len()) {

@@ -214,6 +214,16 @@ impl<E> Store<E> {
         }
     }
 
+    /// The value of `key` if the memory tier holds it, counted as a memory
+    /// hit: the first look of [`get_or_compute`](Store::get_or_compute), for
+    /// a caller that would answer a hit before doing anything else (such as
+    /// copying its input so that it can be held for a computation).
+    pub async fn get_memory(&self, key: &Key) -> Option<Bytes> {
+        let value = self.inner.memory.get(key).await?;
+        bump(&self.inner.counters.hits_memory);
+        Some(value)
+    }
+
     /// Like [`get_or_compute`](Store::get_or_compute), for a caller that
     /// would rather not hold a large value in memory: for a value that is
     /// not in memory but on disk, `whole` is asked with its length first,
@@ -235,7 +245,11 @@ impl<E> Store<E> {
         Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
         E: Clone + Send + Sync + 'static,
     {
-        if let Some(reader) = self.inner.large_record(&key, whole).await {
+        // Memory first, and only once on a hit (the hot path).
+        if let Some(value) = self.get_memory(&key).await {
+            return Ok((Found::Value(value), Outcome::HitMemory));
+        }
+        if let Some(reader) = self.inner.disk.large_record(&key, whole).await {
             bump(&self.inner.counters.hits_disk);
             return Ok((Found::File(reader), Outcome::HitDisk));
         }
@@ -252,7 +266,10 @@ impl<E> Store<E> {
         key: &Key,
         whole: impl FnOnce(u64) -> bool + Send,
     ) -> Option<(Found, Tier)> {
-        if let Some(reader) = self.inner.large_record(key, whole).await {
+        if let Some(value) = self.inner.memory.get(key).await {
+            return Some((Found::Value(value), Tier::Memory));
+        }
+        if let Some(reader) = self.inner.disk.large_record(key, whole).await {
             return Some((Found::File(reader), Tier::Disk));
         }
         let (value, tier) = self.get(key).await?;
@@ -342,19 +359,6 @@ impl<E> Store<E> {
 }
 
 impl<E> Inner<E> {
-    /// A verified reader of the disk record of `key` if the value is not
-    /// in memory and `whole` says not to read it whole.
-    async fn large_record(
-        &self,
-        key: &Key,
-        whole: impl FnOnce(u64) -> bool,
-    ) -> Option<ValueReader> {
-        if self.memory.contains(key) {
-            return None;
-        }
-        self.disk.large_record(key, whole).await
-    }
-
     /// Disk lookup with promotion of a hit into memory.
     async fn disk_lookup(&self, key: &Key) -> Option<Bytes> {
         let value = self.disk.get(key).await?;
