@@ -126,6 +126,28 @@ impl Reservation {
         if self.bytes + more > inner.budget {
             return Err(self.budget.refused(Refused::TooLarge));
         }
+        // At once when there is room (no timer for the usual case).
+        let immediate = u32::try_from(more)
+            .ok()
+            .and_then(|n| inner.semaphore.clone().try_acquire_many_owned(n).ok());
+        let got = match immediate {
+            Some(got) => got,
+            None => self.wait_for(more).await?,
+        };
+        match self.permit.as_mut() {
+            Some(p) => p.merge(got),
+            None => self.permit = Some(got),
+        }
+        self.bytes += more;
+        let now = inner.inflight.fetch_add(more, Ordering::Relaxed) + more;
+        inner.peak.fetch_max(now, Ordering::Relaxed);
+        stats::with_gauge(names::UPLOAD_INFLIGHT, |g| g.increment(more as f64));
+        Ok(())
+    }
+
+    /// `more` bytes of the budget within [`UPLOAD_WAIT`], or refused.
+    async fn wait_for(&self, more: u64) -> Result<OwnedSemaphorePermit, Refused> {
+        let inner = &self.budget.0;
         let acquire = async {
             // `acquire_many` takes at most u32::MAX permits at once.
             let mut permit: Option<OwnedSemaphorePermit> = None;
@@ -146,18 +168,10 @@ impl Reservation {
             }
             permit
         };
-        let Ok(Some(got)) = tokio::time::timeout(UPLOAD_WAIT, acquire).await else {
-            return Err(self.budget.refused(Refused::Busy));
-        };
-        match self.permit.as_mut() {
-            Some(p) => p.merge(got),
-            None => self.permit = Some(got),
+        match tokio::time::timeout(UPLOAD_WAIT, acquire).await {
+            Ok(Some(got)) => Ok(got),
+            _ => Err(self.budget.refused(Refused::Busy)),
         }
-        self.bytes += more;
-        let now = inner.inflight.fetch_add(more, Ordering::Relaxed) + more;
-        inner.peak.fetch_max(now, Ordering::Relaxed);
-        stats::with_gauge(names::UPLOAD_INFLIGHT, |g| g.increment(more as f64));
-        Ok(())
     }
 }
 

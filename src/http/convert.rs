@@ -11,7 +11,9 @@ use opusgate_cache::{Found, Key, Outcome};
 
 use super::answer_body::{self, Prepared};
 use super::error::ApiError;
-use super::form::{multipart_boundary, read_body, read_multipart, take_field, AUDIO_FIELD};
+use super::form::{
+    multipart_boundary, own, read_multipart, read_upload, take_field, ReadBody, AUDIO_FIELD,
+};
 use super::log::{key_hex, mark_audio};
 use super::range::{self, Selection};
 use super::AppState;
@@ -71,36 +73,52 @@ fn parse_param<T: std::str::FromStr>(
 /// multipart with the file in `audio_file`; answers the WAV.
 pub async fn convert(
     State(app): State<AppState>,
-    // Every pair, unknown and repeated names too, form-decoded.
-    pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
     // Whole, not a `HeaderMap` extractor (which clones the headers).
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let (head, body) = request.into_parts();
     let headers = &head.headers;
-    let Query(pairs) = pairs.map_err(|e| ApiError::bad_parameter(e.body_text()))?;
+    // Every pair, unknown and repeated names too, form-decoded (nothing to
+    // decode without a query, the usual request).
+    let pairs = match head.uri.query() {
+        None => Vec::new(),
+        Some(_) => {
+            Query::<Vec<(String, String)>>::try_from_uri(&head.uri)
+                .map_err(|e| ApiError::bad_parameter(e.body_text()))?
+                .0
+        }
+    };
     let query = ConvertQuery::from_pairs(pairs)?;
     let rate = parse_param::<u32>("rate", query.rate.as_deref())?;
     let channels = parse_param::<u8>("channels", query.channels.as_deref())?;
     let params = app.service.params(rate, channels)?;
-    let raw = read_body(&app, headers, body).await?;
-    let upload = match multipart_boundary(headers)? {
-        Some(boundary) => take_field(&mut read_multipart(raw, boundary).await?, AUDIO_FIELD)?.data,
-        None => raw,
-    };
+    let raw = read_upload(&app, headers, body).await?;
     // A WAV on disk is read whole only in bytes reserved for it first.
     let mut reserved = None;
     let answers = &app.answers;
+    let whole = |key: &Key, len| answers.admit(key, len, &mut reserved);
+    let service = &app.service;
+    let found = match (multipart_boundary(headers)?, raw) {
+        (Some(boundary), raw) => {
+            let form = &mut read_multipart(raw.into_owned(), boundary).await?;
+            service
+                .convert_found(take_field(form, AUDIO_FIELD)?.data, params, whole)
+                .await?
+        }
+        // Hashed where it lies; copied only to be converted (a miss).
+        (None, ReadBody::Lent { data, reservation }) => {
+            let hold = |data: &[u8]| own(data, reservation);
+            service
+                .convert_found_lent(data, hold, params, whole)
+                .await?
+        }
+        (None, ReadBody::Owned(upload)) => service.convert_found(upload, params, whole).await?,
+    };
     let FoundConversion {
         key,
         found,
         outcome,
-    } = app
-        .service
-        .convert_found(upload, params, |key, len| {
-            answers.admit(key, len, &mut reserved)
-        })
-        .await?;
+    } = found;
     let answer = answer_body::prepare(&app, &key, found, reserved).await?;
     Ok(wav_response(&app, key, outcome, answer))
 }

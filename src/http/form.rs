@@ -54,16 +54,63 @@ impl AsRef<[u8]> for Held {
     }
 }
 
+/// A request body as [`read_upload`] read it.
+pub enum ReadBody {
+    /// In a buffer of its own, holding its share of the upload budget.
+    Owned(Bytes),
+    /// Received whole in one frame: a view of the connection's read buffer
+    /// (which may be much larger than the body), with the body's share of
+    /// the budget. Not to be held: hash or parse it where it lies, and copy
+    /// it ([`ReadBody::into_owned`]) to keep it.
+    Lent {
+        /// The body's bytes.
+        data: Bytes,
+        /// Its share of the upload budget.
+        reservation: Reservation,
+    },
+}
+
+impl ReadBody {
+    /// The body in a buffer of its own (copied if it was lent).
+    pub fn into_owned(self) -> Bytes {
+        match self {
+            ReadBody::Owned(bytes) => bytes,
+            ReadBody::Lent { data, reservation } => own(&data, reservation),
+        }
+    }
+}
+
+/// A copy of `data` in a buffer of its own, holding `reservation`.
+pub fn own(data: &[u8], reservation: Reservation) -> Bytes {
+    Bytes::from_owner(Held {
+        data: data.to_vec(),
+        _reservation: reservation,
+    })
+}
+
+/// [`read_upload`], the body in a buffer of its own.
+pub async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    read_upload(app, headers, body)
+        .await
+        .map(ReadBody::into_owned)
+}
+
 /// Reads the whole body, refusing with 413 as soon as it crosses the limit
-/// and with 408 if the client takes longer than the read timeout.
+/// and with 408 if the client takes longer than the read timeout. A body
+/// that arrives whole in one frame (the usual upload) is lent, not copied
+/// ([`ReadBody::Lent`]).
 ///
 /// The body's bytes are reserved in the upload budget before they are
 /// read: the declared Content-Length at once, a chunked body's buffer as it
 /// grows. No room within the budget's short wait is 503 `overloaded` (with
 /// `Retry-After`), a body larger than the whole budget 413; either way what
 /// was read is dropped at once. The reservation lives as long as the
-/// returned `Bytes` (and every slice of it).
-pub async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// returned body (and every slice of it).
+pub async fn read_upload(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ReadBody, ApiError> {
     let limit = app.config.limits.max_upload_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -85,11 +132,21 @@ pub async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Resul
         if let Some(n) = declared {
             reservation.grow(n).await.map_err(refused)?;
         }
-        let mut buffer: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        let mut buffer: Vec<u8> = Vec::new();
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
                 .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+            if buffer.capacity() == 0 {
+                if declared == Some(chunk.len() as u64) {
+                    // All of it (hyper ends a body at its Content-Length).
+                    return Ok(ReadBody::Lent {
+                        data: chunk,
+                        reservation,
+                    });
+                }
+                buffer.reserve_exact(declared.unwrap_or(0) as usize);
+            }
             let needed = buffer.len() + chunk.len();
             if needed as u64 > limit {
                 return Err(ApiError::payload_too_large(limit));
@@ -106,11 +163,16 @@ pub async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Resul
             }
             buffer.extend_from_slice(&chunk);
         }
-        Ok(Bytes::from_owner(Held {
+        Ok(ReadBody::Owned(Bytes::from_owner(Held {
             data: buffer,
             _reservation: reservation,
-        }))
+        })))
     };
+    // A body already received whole (the usual upload) needs no timer.
+    let mut read = std::pin::pin!(read);
+    if let Some(done) = futures::FutureExt::now_or_never(read.as_mut()) {
+        return done;
+    }
     tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ApiError::request_timeout(timeout.as_secs()))?

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use opusgate_cache::{ComputeError, Found, Key, Outcome, ValueReader};
 
-use super::{Params, Service, ServiceError};
+use super::{Params, Service, ServiceError, HASH_OFF_THREAD_BYTES};
 use crate::stats;
 
 /// A conversion's answer, which may still be on disk.
@@ -41,8 +41,53 @@ impl Service {
         params: Params,
         whole: impl FnOnce(&Key, u64) -> bool + Send,
     ) -> Result<FoundConversion, ServiceError> {
-        self.inner.requests.record_conversion_request();
         let key = self.key_off_thread(&upload, params).await?;
+        self.convert_found_keyed(key, upload, params, whole).await
+    }
+
+    /// [`Service::convert_found`] for an upload lent as a view of a buffer
+    /// that must not be held for long (the connection's read buffer, which
+    /// may be much larger than the upload): it is hashed and looked up in
+    /// memory where it lies, and only if that look misses does `hold` copy
+    /// it into a buffer of its own, to be held through the other tiers and
+    /// a conversion. A memory hit (the hot path) thus copies nothing.
+    pub async fn convert_found_lent(
+        &self,
+        lent: Bytes,
+        hold: impl FnOnce(&[u8]) -> Bytes,
+        params: Params,
+        whole: impl FnOnce(&Key, u64) -> bool + Send,
+    ) -> Result<FoundConversion, ServiceError> {
+        if lent.len() >= HASH_OFF_THREAD_BYTES {
+            // Hashed on a blocking thread, which needs an upload it owns.
+            let upload = hold(&lent);
+            drop(lent);
+            return self.convert_found(upload, params, whole).await;
+        }
+        let key = self.key(&lent, params);
+        if let Some(value) = self.inner.store.get_memory(&key).await {
+            self.inner.requests.record_conversion_request();
+            stats::count_cache_lookup(Outcome::HitMemory);
+            return Ok(FoundConversion {
+                key,
+                found: Found::Value(value),
+                outcome: Outcome::HitMemory,
+            });
+        }
+        let upload = hold(&lent);
+        drop(lent);
+        self.convert_found_keyed(key, upload, params, whole).await
+    }
+
+    /// [`Service::convert_found`] with the upload's key already derived.
+    async fn convert_found_keyed(
+        &self,
+        key: Key,
+        upload: Bytes,
+        params: Params,
+        whole: impl FnOnce(&Key, u64) -> bool + Send,
+    ) -> Result<FoundConversion, ServiceError> {
+        self.inner.requests.record_conversion_request();
         let service = self.clone();
         let (found, outcome) = self
             .inner

@@ -8,6 +8,7 @@
 mod found;
 pub mod pool;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,16 @@ use pool::{JobLost, WorkerPool};
 
 /// Uploads at least this large are hashed on a blocking thread.
 const HASH_OFF_THREAD_BYTES: usize = 256 * 1024;
+
+/// What a key hashes besides the upload: the converter's revision, the
+/// output parameters and leniency (which changes what is produced).
+fn key_params(params: Params, lenient: bool) -> Vec<u8> {
+    format!(
+        "opusgate/convert;rev={CONVERTER_REVISION};rate={};channels={};lenient={lenient}",
+        params.rate, params.channels
+    )
+    .into_bytes()
+}
 
 /// Seconds a client is told to wait after a 503 `overloaded`.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
@@ -90,6 +101,8 @@ struct Inner {
     max_concurrent: usize,
     max_queued: usize,
     default_params: Params,
+    /// `key_params(default_params, lenient)`.
+    default_key_params: Vec<u8>,
     lenient: bool,
     max_duration: Duration,
     timeout: Duration,
@@ -122,6 +135,10 @@ impl Service {
         let c = &config.conversion;
         let pool = WorkerPool::new(c.effective_workers())?;
         let max_concurrent = c.effective_max_concurrent();
+        let default_params = Params {
+            rate: c.default_rate,
+            channels: c.default_channels,
+        };
         Ok(Service {
             inner: Arc::new(Inner {
                 store,
@@ -129,10 +146,8 @@ impl Service {
                 permits: Arc::new(Semaphore::new(max_concurrent)),
                 max_concurrent,
                 max_queued: c.max_queued,
-                default_params: Params {
-                    rate: c.default_rate,
-                    channels: c.default_channels,
-                },
+                default_params,
+                default_key_params: key_params(default_params, c.lenient),
                 lenient: c.lenient,
                 max_duration: Duration::from_secs(config.limits.max_duration_seconds),
                 timeout: config.conversion_timeout(),
@@ -169,12 +184,14 @@ impl Service {
         Key::derive(upload, &self.key_params(params))
     }
 
-    fn key_params(&self, params: Params) -> Vec<u8> {
-        format!(
-            "opusgate/convert;rev={CONVERTER_REVISION};rate={};channels={};lenient={}",
-            params.rate, params.channels, self.inner.lenient
-        )
-        .into_bytes()
+    /// What the key hashes besides the upload; made once for the default
+    /// parameters (most requests), not per request.
+    fn key_params(&self, params: Params) -> Cow<'_, [u8]> {
+        if params == self.inner.default_params {
+            Cow::Borrowed(&self.inner.default_key_params)
+        } else {
+            Cow::Owned(key_params(params, self.inner.lenient))
+        }
     }
 
     async fn key_off_thread(&self, upload: &Bytes, params: Params) -> Result<Key, ServiceError> {
@@ -182,7 +199,7 @@ impl Service {
             return Ok(self.key(upload, params));
         }
         let upload = upload.clone();
-        let key_params = self.key_params(params);
+        let key_params = self.key_params(params).into_owned();
         tokio::task::spawn_blocking(move || Key::derive(&upload, &key_params))
             .await
             .map_err(|e| ServiceError::Internal(format!("hashing the upload: {e}")))
