@@ -9,14 +9,33 @@
 //! same flags), which keeps it whole: a `write` of at most `PIPE_BUF` bytes
 //! to a pipe is atomic, and a regular file's offset moves atomically with
 //! each `write`. Anything longer is written alone, under a lock that short
-//! lines take shared: it never waits unless such a write is under way. Each
-//! line is written as soon as it is formatted (nothing is kept back, so a
-//! `kill -9` loses no line already logged).
+//! lines take shared: it never waits unless such a write is under way.
+//!
+//! A `write` per line was still a large share of a memory hit's cost beyond
+//! reading, hashing and sending (PERFORMANCE.md), so the runtime's worker
+//! threads gather their lines below `warn` (the request lines) and write
+//! them in one `write`: when the worker has no more work and parks
+//! ([`park`], the runtime's `on_thread_park`), when they reach
+//! [`BATCH_BYTES`], or when the oldest is [`BATCH_AGE`] old at the next
+//! line. An idle server thus writes a request's line just after its answer;
+//! a busy one, a batch every few milliseconds (tens of lines). A `warn` or
+//! `error` line is written at once, after the lines its thread gathered. A
+//! worker that stops writes what it gathered (its thread-local batch is
+//! flushed as the thread ends, so SIGTERM loses nothing), and every other
+//! thread writes each line at once; a `kill -9` loses at most the lines of
+//! the last [`BATCH_AGE`] (or [`BATCH_BYTES`]) of each worker. A thread
+//! gathers only once it has parked, so only the runtime's workers do.
+//! (A writer thread fed by the workers cost more than the writes it saved:
+//! waking it is dearer on this kind of machine than a `write`.)
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{Level, Metadata};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -82,8 +101,72 @@ impl<'a> MakeWriter<'a> for LogWriter {
     fn make_writer(&'a self) -> Line {
         Line {
             output: self.output,
+            urgent: true,
         }
     }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+        Line {
+            output: self.output,
+            // `Level` orders ERROR < WARN < INFO.
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+/// A batch this large is written at once.
+pub const BATCH_BYTES: usize = 16 * 1024;
+
+/// A batch whose oldest line is this old is written with the next line.
+pub const BATCH_AGE: Duration = Duration::from_millis(2);
+
+/// The lines a worker thread gathered (see the module comment).
+struct Batch {
+    bytes: Vec<u8>,
+    /// When the oldest line was gathered.
+    since: Option<Instant>,
+    /// The thread has parked: it is a runtime worker, which gathers.
+    gathering: bool,
+    /// Where the lines go.
+    output: Option<&'static Output>,
+}
+
+impl Batch {
+    /// Writes what was gathered.
+    fn flush(&mut self) {
+        if let (Some(output), false) = (self.output, self.bytes.is_empty()) {
+            let _ = output.write(&self.bytes);
+        }
+        self.bytes.clear();
+        self.since = None;
+    }
+}
+
+impl Drop for Batch {
+    /// A thread that ends writes what it gathered.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+thread_local! {
+    static BATCH: RefCell<Batch> = const { RefCell::new(Batch {
+        bytes: Vec::new(),
+        since: None,
+        gathering: false,
+        output: None,
+    }) };
+}
+
+/// The runtime's `on_thread_park`: writes what this worker gathered, and
+/// from now on lets it gather.
+pub fn park() {
+    let _ = BATCH.try_with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            b.gathering = true;
+            b.flush();
+        }
+    });
 }
 
 /// One log line on its way (tracing-subscriber writes each line whole,
@@ -91,6 +174,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
 #[derive(Debug)]
 pub struct Line {
     output: &'static Output,
+    urgent: bool,
 }
 
 impl Write for Line {
@@ -99,7 +183,30 @@ impl Write for Line {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.output.write(buf)
+        let (output, urgent) = (self.output, self.urgent);
+        // Gathered, or else written at once after what was gathered (a
+        // thread ending, whose batch is gone, writes at once too).
+        let gathered = BATCH.try_with(|batch| {
+            let Ok(mut batch) = batch.try_borrow_mut() else {
+                return false;
+            };
+            if urgent || !batch.gathering {
+                batch.flush();
+                return false;
+            }
+            batch.output = Some(output);
+            batch.bytes.extend_from_slice(buf);
+            let now = Instant::now();
+            let since = *batch.since.get_or_insert(now);
+            if batch.bytes.len() >= BATCH_BYTES || now.duration_since(since) >= BATCH_AGE {
+                batch.flush();
+            }
+            true
+        });
+        if gathered == Ok(true) {
+            return Ok(());
+        }
+        output.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -118,8 +225,72 @@ mod tests {
         }))
     }
 
+    /// A `warn` line: written at once.
     fn line(output: &'static Output, text: &str) {
-        Line { output }.write_all(text.as_bytes()).unwrap();
+        Line {
+            output,
+            urgent: true,
+        }
+        .write_all(text.as_bytes())
+        .unwrap();
+    }
+
+    fn lines_in(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn gathered(output: &'static Output, text: &str) {
+        Line {
+            output,
+            urgent: false,
+        }
+        .write_all(text.as_bytes())
+        .unwrap();
+    }
+
+    #[test]
+    fn a_worker_gathers_its_lines_until_it_parks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let output = output_to(&path);
+        let in_thread = path.clone();
+        std::thread::spawn(move || {
+            let path = in_thread;
+            // Before its first park a thread writes at once.
+            gathered(output, "before\n");
+            assert_eq!(lines_in(&path), ["before"]);
+            park();
+            gathered(output, "one\n");
+            gathered(output, "two\n");
+            assert_eq!(lines_in(&path), ["before"], "held until the park");
+            park();
+            assert_eq!(lines_in(&path), ["before", "one", "two"]);
+            // A warning goes at once, after what was gathered.
+            gathered(output, "three\n");
+            line(output, "warning\n");
+            assert_eq!(
+                lines_in(&path),
+                ["before", "one", "two", "three", "warning"]
+            );
+            // A full batch is written without a park.
+            let long = format!("{}\n", "z".repeat(BATCH_BYTES));
+            gathered(output, &long);
+            assert_eq!(lines_in(&path).len(), 6);
+            // An old batch is written with the next line.
+            gathered(output, "old\n");
+            std::thread::sleep(BATCH_AGE * 2);
+            gathered(output, "new\n");
+            assert_eq!(lines_in(&path)[6..], ["old", "new"]);
+            // What is left when the thread ends is written.
+            gathered(output, "last\n");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lines_in(&path).last().map(String::as_str), Some("last"));
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Workers gather their request lines and write them on parking.
+        .on_thread_park(super::log_writer::park)
         .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
