@@ -181,6 +181,19 @@ fn request_lines(server: &ServerProcess) -> Vec<Value> {
         .collect()
 }
 
+/// The request log lines once `done` holds of them (request lines are
+/// written just after their answers), or what there is after 10 s.
+async fn request_lines_when(server: &ServerProcess, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = request_lines(server);
+        if done(&lines) || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether a log line names a 64-hex-digit audio key.
 fn names_a_key(line: &Value) -> bool {
     let key = line["key"].as_str().unwrap_or_default();
@@ -235,8 +248,12 @@ async fn the_official_python_sdk_talks_to_opusgate() {
         backend.last().json.expect("JSON")["model"],
         "gpt-4o-audio-preview"
     );
-    let lines = request_lines(&server);
-    for path in ["/v1/audio/transcriptions", "/api/v1/translate_audio"] {
+    const PATHS: [&str; 2] = ["/v1/audio/transcriptions", "/api/v1/translate_audio"];
+    let lines = request_lines_when(&server, |lines| {
+        PATHS.iter().all(|p| lines.iter().any(|v| v["path"] == *p))
+    })
+    .await;
+    for path in PATHS {
         let line = lines
             .iter()
             .find(|v| v["path"] == path)
@@ -315,7 +332,13 @@ async fn the_official_python_sdk_talks_to_opusgate() {
 
     // Every SDK transcription's log line names its audio's key, and the
     // answer store's outcome where the store was asked.
-    let lines = request_lines(&server);
+    let sdk_transcriptions = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|v| v["path"] == "/v1/audio/transcriptions" && v["status"] == 200)
+            .count()
+    };
+    let lines = request_lines_when(&server, |lines| sdk_transcriptions(lines) >= 8).await;
     let transcriptions: Vec<&Value> = lines
         .iter()
         .filter(|v| v["path"] == "/v1/audio/transcriptions" && v["status"] == 200)
