@@ -26,9 +26,9 @@ use fantoccini::Locator;
 use serde_json::Value;
 
 use page::{
-    assert_no_console_errors, assert_same_origin, click, convert_in_page, fact, keyed_client,
-    keyed_server, load, open_with_key, plain, play, screenshots, shown_rate, tab_order, text,
-    wait_history_points, wait_hit_rate_matches, wait_js, BROWSER_ARGS, KEY,
+    click, close_with_key, convert_in_page, fact, keyed_client, keyed_server, load, open_with_key,
+    plain, play, screenshots, shown_rate, tab_order, text, wait_history_points,
+    wait_hit_rate_matches, wait_js, BROWSER_ARGS, KEY,
 };
 use support::backend::Backend;
 use support::browser::Browser;
@@ -149,7 +149,7 @@ async fn the_console_shows_the_figures_and_converts_a_chosen_file() {
     assert_eq!(server.convert(&http, &earlier).await.0, 200);
     assert_eq!(server.convert(&http, &earlier).await.1, "hit-memory");
 
-    let mut urls = open_with_key(&browser, &server).await;
+    let urls = open_with_key(&browser, &server).await;
     let client = browser.client();
     assert_eq!(
         wait_hit_rate_matches(client, &server).await,
@@ -278,15 +278,7 @@ async fn the_console_shows_the_figures_and_converts_a_chosen_file() {
     }
 
     screenshots(&browser).await;
-    urls.extend(browser.requested_urls().await.unwrap());
-    assert_same_origin(&urls, &server.base);
-    assert_no_console_errors(
-        &browser.console_entries().await.unwrap(),
-        "after the key",
-        |_| false,
-    );
-    browser.close().await.unwrap();
-    server.stop().await;
+    close_with_key(browser, server, urls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +288,7 @@ async fn the_console_records_from_the_microphone_and_converts_it() {
     };
     let dir = data_dir();
     let server = keyed_server(dir.path(), 180).await;
-    let mut urls = open_with_key(&browser, &server).await;
+    let urls = open_with_key(&browser, &server).await;
     let client = browser.client();
 
     click(client, "#record").await;
@@ -339,15 +331,7 @@ async fn the_console_records_from_the_microphone_and_converts_it() {
     );
     wait_hit_rate_matches(client, &server).await;
 
-    urls.extend(browser.requested_urls().await.unwrap());
-    assert_same_origin(&urls, &server.base);
-    assert_no_console_errors(
-        &browser.console_entries().await.unwrap(),
-        "after the key",
-        |_| false,
-    );
-    browser.close().await.unwrap();
-    server.stop().await;
+    close_with_key(browser, server, urls).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,7 +449,7 @@ async fn the_console_shows_proxy_modes_backend_calls_and_answer_store() {
     }
     assert_eq!(backend.calls(), 1);
 
-    let mut urls = open_with_key(&browser, &server).await;
+    let urls = open_with_key(&browser, &server).await;
     let client = browser.client();
     wait_js(
         client,
@@ -505,13 +489,5 @@ async fn the_console_shows_proxy_modes_backend_calls_and_answer_store() {
         .unwrap();
     assert_eq!(shared_hidden, true);
 
-    urls.extend(browser.requested_urls().await.unwrap());
-    assert_same_origin(&urls, &server.base);
-    assert_no_console_errors(
-        &browser.console_entries().await.unwrap(),
-        "after the key",
-        |_| false,
-    );
-    browser.close().await.unwrap();
-    server.stop().await;
+    close_with_key(browser, server, urls).await;
 }

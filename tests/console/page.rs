@@ -299,6 +299,21 @@ pub async fn open_with_key(browser: &Browser, server: &TestServer) -> Vec<String
     browser.requested_urls().await.unwrap()
 }
 
+/// The end of a session opened with [`open_with_key`]: every request the
+/// page made (`urls`, and those since) went to the console's own origin, its
+/// console logged no error, and the browser and the server stop.
+pub async fn close_with_key(browser: Browser, server: TestServer, mut urls: Vec<String>) {
+    urls.extend(browser.requested_urls().await.unwrap());
+    assert_same_origin(&urls, &server.base);
+    assert_no_console_errors(
+        &browser.console_entries().await.unwrap(),
+        "after the key",
+        |_| false,
+    );
+    browser.close().await.unwrap();
+    server.stop().await;
+}
+
 /// Screenshots at 1440 and 375 px, light and dark, and the README's; at
 /// 375 px, no horizontal scroll.
 pub async fn screenshots(browser: &Browser) {
