@@ -69,6 +69,18 @@ struct Stored {
     key: String,
 }
 
+/// The stats once no answer bytes are in flight (at most 10 s).
+async fn answers_settled(server: &TestServer, c: &reqwest::Client) -> Value {
+    server
+        .wait_stats(
+            c,
+            Duration::from_secs(10),
+            "no answer bytes in flight",
+            |s| answers(s).1 == 0,
+        )
+        .await
+}
+
 /// Makes a `seconds` clip, converts it locally, and POSTs it at [`QUERY`]:
 /// a 200 with exactly the local WAV.
 async fn store_clip(server: &TestServer, c: &reqwest::Client, seconds: f64, seed: u64) -> Stored {
@@ -195,14 +207,7 @@ async fn slow_readers_of_large_answers_hold_chunks_not_wavs() {
         );
         assert!(body == s.wav, "a streamed WAV differs from the conversion");
     }
-    let done = server
-        .wait_stats(
-            &c,
-            Duration::from_secs(10),
-            "no answer bytes in flight",
-            |s| answers(s).1 == 0,
-        )
-        .await;
+    let done = answers_settled(&server, &c).await;
     let (_, _, peak, _, _) = answers(&done);
     assert!(peak <= BUDGET, "peak {peak} over the budget {BUDGET}");
     let metrics = server.metrics(&c).await;
@@ -270,14 +275,7 @@ async fn ranges_head_and_etags_work_on_the_streamed_path() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-audio-duration-ms"), duration);
     assert!(r.bytes().await.expect("body")[..] == s.wav[..]);
-    let stats = server
-        .wait_stats(
-            &c,
-            Duration::from_secs(10),
-            "no answer bytes in flight",
-            |s| answers(s).1 == 0,
-        )
-        .await;
+    let stats = answers_settled(&server, &c).await;
     let (_, _, peak, streamed, _) = answers(&stats);
     eprintln!("ranges on a streamed {total}-byte WAV: peak {peak}, {streamed} streamed");
     assert!(peak <= BUDGET);
@@ -362,14 +360,7 @@ async fn identical_answers_share_one_buffer() {
         assert_eq!(status, 200);
         assert!(body == s.wav);
     }
-    let done = server
-        .wait_stats(
-            &c,
-            Duration::from_secs(10),
-            "no answer bytes in flight",
-            |s| answers(s).1 == 0,
-        )
-        .await;
+    let done = answers_settled(&server, &c).await;
     assert_eq!(answers(&done).2, len, "the peak is one WAV");
     server.stop().await;
 }
