@@ -82,8 +82,13 @@ impl ReadBody {
 
 /// A copy of `data` in a buffer of its own, holding `reservation`.
 pub fn own(data: &[u8], reservation: Reservation) -> Bytes {
+    held(data.to_vec(), reservation)
+}
+
+/// `data` as `Bytes` that give `reservation` back when the last view goes.
+fn held(data: Vec<u8>, reservation: Reservation) -> Bytes {
     Bytes::from_owner(Held {
-        data: data.to_vec(),
+        data,
         _reservation: reservation,
     })
 }
@@ -163,10 +168,7 @@ pub async fn read_upload(
             }
             buffer.extend_from_slice(&chunk);
         }
-        Ok(ReadBody::Owned(Bytes::from_owner(Held {
-            data: buffer,
-            _reservation: reservation,
-        })))
+        Ok(ReadBody::Owned(held(buffer, reservation)))
     };
     // A body already received whole (the usual upload) needs no timer.
     let mut read = std::pin::pin!(read);
