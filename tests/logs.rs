@@ -49,6 +49,13 @@ async fn text_log_off_a_terminal_has_no_escape_codes_and_short_durations() {
     assert!(!log.contains('\x1b'), "escape codes in the log:\n{log}");
     assert!(log.contains("opusgate listening addr="), "{log}");
     for line in request_lines() {
+        // Written directly by the binary, in tracing-subscriber's text layout.
+        assert!(
+            line.contains("  INFO opusgate::request: request method=")
+                && line.contains(" route=\"")
+                && line.contains(" status="),
+            "{line}"
+        );
         let ms = line
             .split_whitespace()
             .find_map(|field| field.strip_prefix("ms="))

@@ -183,35 +183,60 @@ impl Write for Line {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let (output, urgent) = (self.output, self.urgent);
-        // Gathered, or else written at once after what was gathered (a
-        // thread ending, whose batch is gone, writes at once too).
-        let gathered = BATCH.try_with(|batch| {
-            let Ok(mut batch) = batch.try_borrow_mut() else {
-                return false;
-            };
-            if urgent || !batch.gathering {
-                batch.flush();
-                return false;
-            }
-            batch.output = Some(output);
-            batch.bytes.extend_from_slice(buf);
-            let now = Instant::now();
-            let since = *batch.since.get_or_insert(now);
-            if batch.bytes.len() >= BATCH_BYTES || now.duration_since(since) >= BATCH_AGE {
-                batch.flush();
-            }
-            true
-        });
-        if gathered == Ok(true) {
-            return Ok(());
+        match put(self.output, self.urgent, |batch| {
+            batch.extend_from_slice(buf)
+        }) {
+            None => Ok(()),
+            Some(_) => self.output.write(buf),
         }
-        output.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes one line below `warn`, made by `make` (which appends the line,
+/// newline included), as the log's writer writes a `tracing` line: into this
+/// thread's batch, made in place, when the thread gathers; at once
+/// otherwise.
+pub fn write_line(make: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+    let output = LogWriter::stderr().output;
+    match put(output, false, make) {
+        None => Ok(()),
+        Some(make) => {
+            let mut line = Vec::with_capacity(512);
+            make(&mut line);
+            output.write(&line)
+        }
+    }
+}
+
+/// Has `make` append a line to this thread's batch, unless the line is
+/// `urgent` or the thread does not gather (or its batch is gone or busy):
+/// then what was gathered is written and `make` is handed back, for the
+/// caller to write its line at once.
+fn put<F: FnOnce(&mut Vec<u8>)>(output: &'static Output, urgent: bool, make: F) -> Option<F> {
+    let mut make = Some(make);
+    let _ = BATCH.try_with(|batch| {
+        let Ok(mut batch) = batch.try_borrow_mut() else {
+            return;
+        };
+        if urgent || !batch.gathering {
+            batch.flush();
+            return;
+        }
+        batch.output = Some(output);
+        if let Some(make) = make.take() {
+            make(&mut batch.bytes);
+        }
+        let now = Instant::now();
+        let since = *batch.since.get_or_insert(now);
+        if batch.bytes.len() >= BATCH_BYTES || now.duration_since(since) >= BATCH_AGE {
+            batch.flush();
+        }
+    });
+    make
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Command line: the subcommands of the `opusgate` binary and their dispatch.
 
 pub mod convert;
-pub mod log_format;
 pub mod log_writer;
+pub mod request_line;
 pub mod sample;
 pub mod serve;
 

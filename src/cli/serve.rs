@@ -50,18 +50,19 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         // Without `Stderr`'s lock (see log_writer).
         .with_writer(super::log_writer::LogWriter::stderr());
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(colour()).try_init(),
+    let colour = format == LogFormat::Text && colour();
+    let installed = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
         LogFormat::Json => builder
             .with_ansi(false)
             .json()
             .flatten_event(true)
-            // The same lines, request lines written directly (see log_format).
-            .event_format(super::log_format::RequestLinesJson::new(
-                tracing_subscriber::fmt::format().json().flatten_event(true),
-            ))
             .try_init(),
     };
+    // The request lines, the same bytes written directly (see request_line).
+    if installed.is_ok() && !colour {
+        super::request_line::install(format);
+    }
 }
 
 /// Whether text logs get ANSI colour: only when standard error is a terminal,

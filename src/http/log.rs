@@ -12,10 +12,17 @@
 //! `Next`), its future is its own (no box), the line's fields are borrowed
 //! (no `String` per field), and the request is counted into metric handles
 //! resolved once per thread ([`stats::record_http_request`]).
+//!
+//! The line is a [`RequestLine`]: a `tracing` event of target
+//! `opusgate::request`, or, where a writer was installed
+//! ([`write_request_lines_with`], as `opusgate serve` does), the same bytes
+//! written by it without the event's dispatch and field visiting, which were
+//! a microsecond or two of every memory hit (PERFORMANCE.md).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -26,6 +33,7 @@ use axum::response::Response;
 use opusgate_cache::{Key, Outcome};
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Level;
 
 use crate::stats;
 
@@ -167,28 +175,102 @@ impl Seen {
         let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         let extensions = response.extensions();
         let audio = extensions.get::<AudioAnswer>();
-        let cache = audio.and_then(|a| a.cache).map_or("-", Outcome::as_str);
-        let upstream_cache = extensions
-            .get::<AnswerCache>()
-            .map_or("-", |c| c.0.as_str());
         let mut hex = [0u8; 64];
-        let key = audio.map_or("-", |a| key_hex(&a.key, &mut hex));
-        let bytes = response.body().size_hint().exact();
+        RequestLine {
+            method: &self.method,
+            path: self.uri.path(),
+            route,
+            status,
+            cache: audio.and_then(|a| a.cache).map_or("-", Outcome::as_str),
+            upstream_cache: extensions
+                .get::<AnswerCache>()
+                .map_or("-", |c| c.0.as_str()),
+            key: audio.map_or("-", |a| key_hex(&a.key, &mut hex)),
+            bytes: response.body().size_hint().exact().map_or(-1, |n| n as i64),
+            // Milliseconds to 2 decimals (`ms=7.74`, not `ms=7.7379809999999996`).
+            centi_ms: (took.as_secs_f64() * 100_000.0).round() as u64,
+        }
+        .write();
+        stats::record_http_request(route, status, took);
+    }
+}
+
+/// One request's line: the fields of the `opusgate::request` event at
+/// `info`, in the order they are written.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLine<'a> {
+    /// The request's method.
+    pub method: &'a Method,
+    /// The request's path, as sent (no query).
+    pub path: &'a str,
+    /// The route that matched, or `unmatched`.
+    pub route: &'a str,
+    /// The answer's status.
+    pub status: u16,
+    /// `X-Cache`, or `-`.
+    pub cache: &'a str,
+    /// `X-Upstream-Cache`, or `-`.
+    pub upstream_cache: &'a str,
+    /// The audio's key in hexadecimal, or `-`.
+    pub key: &'a str,
+    /// The answer body's length, -1 when not known in advance (streamed).
+    pub bytes: i64,
+    /// Time to the answer's head in hundredths of a millisecond.
+    pub centi_ms: u64,
+}
+
+/// Writes a request line outside tracing's event dispatch (see
+/// [`write_request_lines_with`]).
+pub type LineWriter = fn(&RequestLine<'_>);
+
+/// The process's request-line writer, if one was installed.
+static LINE_WRITER: OnceLock<LineWriter> = OnceLock::new();
+
+/// Has every later request line written by `writer` instead of through a
+/// `tracing` event, when the `tracing` subscriber has `opusgate::request` at
+/// `info` enabled (`RUST_LOG` still decides). `writer` must write the line
+/// the subscriber would (`opusgate serve` installs one that writes its
+/// log's format byte for byte: `cli::request_line`). Once per process;
+/// false if a writer was installed already. Without one (tests, embedders),
+/// lines are `tracing` events.
+pub fn write_request_lines_with(writer: LineWriter) -> bool {
+    LINE_WRITER.set(writer).is_ok()
+}
+
+impl RequestLine<'_> {
+    /// The duration field: milliseconds to 2 decimals.
+    pub fn ms(&self) -> f64 {
+        self.centi_ms as f64 / 100.0
+    }
+
+    /// Writes the line: through the installed writer, or as [`event`](Self::event).
+    fn write(&self) {
+        match LINE_WRITER.get() {
+            Some(writer) => {
+                if tracing::enabled!(target: "opusgate::request", Level::INFO) {
+                    writer(self);
+                }
+            }
+            None => self.event(),
+        }
+    }
+
+    /// The line as a `tracing` event: target `opusgate::request`, level
+    /// `info`, message `request`, then the fields.
+    pub fn event(&self) {
         tracing::info!(
             target: "opusgate::request",
             method = %self.method,
-            path = self.uri.path(),
-            route,
-            status,
-            cache,
-            upstream_cache,
-            key,
-            bytes = bytes.map(|n| n as i64).unwrap_or(-1),
-            // Milliseconds to 2 decimals (`ms=7.74`, not `ms=7.7379809999999996`).
-            ms = (took.as_secs_f64() * 100_000.0).round() / 100.0,
+            path = self.path,
+            route = self.route,
+            status = self.status,
+            cache = self.cache,
+            upstream_cache = self.upstream_cache,
+            key = self.key,
+            bytes = self.bytes,
+            ms = self.ms(),
             "request"
         );
-        stats::record_http_request(route, status, took);
     }
 }
 
