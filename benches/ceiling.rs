@@ -9,10 +9,16 @@
 //!
 //! opusgate is the release binary as a child process (default settings,
 //! `RUST_LOG=info`, JSON log to a file, as a deployment writes it), and once
-//! more with `RUST_LOG=warn,opusgate::server=info` (no per-request log line). The handlers run in
-//! this process on their own tokio runtime (2 workers). Targets are
-//! alternated within each round so that drift hits all alike; every round
-//! first checks that opusgate answers `X-Cache: hit-memory`.
+//! more with `RUST_LOG=warn,opusgate::server=info` (no per-request log line).
+//! The handlers are child processes too, on the same footing: this bench
+//! binary run again with `CEILING_SERVE=sha256|bare`, each handler on its own
+//! tokio runtime (2 workers). The hashing handler runs once more inside this
+//! process (`ceiling+sha256, in the bench process`), as the first passes
+//! measured it: there its heap, grown by the bench's own preparations, is
+//! trimmed less often, which makes it faster than the same handler as a
+//! server of its own (PERFORMANCE.md). Targets are alternated within each
+//! round so that drift hits all alike; every round first checks that
+//! opusgate answers `X-Cache: hit-memory`.
 //!
 //! Then the same targets with `opusgate loadtest --concurrency 50` as the
 //! client instead of wrk, to compare what the two clients measure. For every
@@ -119,6 +125,56 @@ impl Opusgate {
 impl Drop for Opusgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment variable that makes this binary a handler (`sha256` or
+/// `bare`), serving the WAV at `CEILING_WAV` until its standard input closes.
+const SERVE: &str = "CEILING_SERVE";
+
+/// Runs as a handler (see [`SERVE`]): prints its base URL, serves until
+/// standard input is closed.
+fn serve_ceiling(mode: &str) {
+    let wav = std::env::var_os("CEILING_WAV").expect("CEILING_WAV");
+    let wav = Bytes::from(std::fs::read(wav).expect("read the WAV"));
+    let server = Background::ceiling(wav, (mode == "sha256").then(key_params));
+    println!("{}", server.base);
+    // Serves until the bench drops its end of the pipe (or dies).
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(server);
+}
+
+/// A handler as a child process (see [`SERVE`]).
+struct Ceiling {
+    child: Child,
+    base: String,
+}
+
+impl Ceiling {
+    fn start(mode: &str, wav: &Path) -> Ceiling {
+        let mut child = Command::new(std::env::current_exe().expect("this bench binary"))
+            .env(SERVE, mode)
+            .env("CEILING_WAV", wav)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a handler");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("the handler's address");
+        assert!(line.starts_with("http://"), "handler said {line:?}");
+        Ceiling {
+            child,
+            base: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Ceiling {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }
@@ -332,6 +388,9 @@ fn part(
 }
 
 fn main() {
+    if let Ok(mode) = std::env::var(SERVE) {
+        return serve_ceiling(&mode);
+    }
     let wanted: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -380,8 +439,11 @@ fn main() {
     // Another build (an earlier commit's, say) measured beside this one.
     let baseline = std::env::var_os("CEILING_BASELINE")
         .map(|path| Opusgate::start(Path::new(&path), &tmp.path().join("baseline"), "info"));
-    let hashing = Background::ceiling(wav.clone(), Some(key_params()));
-    let bare = Background::ceiling(wav.clone(), None);
+    let wav_path = tmp.path().join("answer.wav");
+    std::fs::write(&wav_path, &wav).expect("write the WAV");
+    let hashing = Ceiling::start("sha256", &wav_path);
+    let bare = Ceiling::start("bare", &wav_path);
+    let in_process = Background::ceiling(wav.clone(), Some(key_params()));
     let me = std::process::id().to_string();
     let mut targets = vec![
         Target {
@@ -392,12 +454,12 @@ fn main() {
         Target {
             name: "ceiling+sha256",
             base: hashing.base.clone(),
-            pid: me.clone(),
+            pid: hashing.child.id().to_string(),
         },
         Target {
             name: "ceiling",
             base: bare.base.clone(),
-            pid: me.clone(),
+            pid: bare.child.id().to_string(),
         },
         Target {
             name: "opusgate (RUST_LOG=warn,opusgate::server=info)",
@@ -405,6 +467,11 @@ fn main() {
             pid: warn.child.id().to_string(),
         },
     ];
+    targets.push(Target {
+        name: "ceiling+sha256, in the bench process",
+        base: in_process.base.clone(),
+        pid: me,
+    });
     if let Some(baseline) = &baseline {
         targets.push(Target {
             name: "opusgate baseline (RUST_LOG=info)",
