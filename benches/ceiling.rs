@@ -25,7 +25,7 @@
 //! run the client's CPU (from this process's reaped-children times) and the
 //! server's CPU (from /proc) are printed per request.
 //!
-//! `cargo bench --bench ceiling` (needs `wrk` on the PATH; about 4 minutes).
+//! `cargo bench --bench ceiling` (needs `wrk` on the PATH; about 5 minutes).
 //! `CEILING_BASELINE=/path/to/opusgate` adds another build of opusgate (an
 //! earlier commit's, say) as one more target, `RUST_LOG=info` like the first.
 //! `CEILING_SECONDS` (default 10) and `CEILING_ROUNDS` (default 3) change the

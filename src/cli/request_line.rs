@@ -375,15 +375,32 @@ mod tests {
         format!("{}T{}", &line[..stamp_at], &line[stamp_at + 27..])
     }
 
-    #[test]
-    fn json_lines_are_the_json_formats_own_bytes() {
+    /// Our lines for [`lines`], checked against the subscriber `build`
+    /// makes (timestamps at `stamp_at` aside), and returned.
+    fn same_as_tracing(
+        write: fn(&RequestLine<'_>, &mut Vec<u8>),
+        stamp_at: usize,
+        build: impl FnOnce(Sink) -> Box<dyn tracing::Subscriber + Send + Sync>,
+    ) -> Vec<String> {
         let methods = [
             Method::POST,
             Method::GET,
             Method::from_bytes(b"PURGE").unwrap(),
         ];
         let lines = lines(&methods);
-        let theirs = tracing_bytes(&lines, |sink| {
+        let theirs = tracing_bytes(&lines, build);
+        let ours = our_bytes(&lines, write);
+        assert_eq!(ours.len(), lines.len());
+        assert_eq!(theirs.len(), ours.len());
+        for (ours, theirs) in ours.iter().zip(&theirs) {
+            assert_eq!(untimed(ours, stamp_at), untimed(theirs, stamp_at));
+        }
+        ours
+    }
+
+    #[test]
+    fn json_lines_are_the_json_formats_own_bytes() {
+        let ours = same_as_tracing(json, "{\"timestamp\":\"".len(), |sink| {
             Box::new(
                 tracing_subscriber::fmt()
                     .with_writer(sink)
@@ -393,13 +410,6 @@ mod tests {
                     .finish(),
             )
         });
-        let ours = our_bytes(&lines, json);
-        assert_eq!(ours.len(), lines.len());
-        assert_eq!(theirs.len(), ours.len());
-        let at = "{\"timestamp\":\"".len();
-        for (ours, theirs) in ours.iter().zip(&theirs) {
-            assert_eq!(untimed(ours, at), untimed(theirs, at));
-        }
         assert!(ours[0].ends_with(
             r#""bytes":320044,"ms":0.02,"target":"opusgate::request"}
 "#
@@ -408,13 +418,7 @@ mod tests {
 
     #[test]
     fn text_lines_are_the_text_formats_own_bytes() {
-        let methods = [
-            Method::POST,
-            Method::GET,
-            Method::from_bytes(b"PURGE").unwrap(),
-        ];
-        let lines = lines(&methods);
-        let theirs = tracing_bytes(&lines, |sink| {
+        let ours = same_as_tracing(text, 0, |sink| {
             Box::new(
                 tracing_subscriber::fmt()
                     .with_writer(sink)
@@ -422,11 +426,6 @@ mod tests {
                     .finish(),
             )
         });
-        let ours = our_bytes(&lines, text);
-        assert_eq!(theirs.len(), ours.len());
-        for (ours, theirs) in ours.iter().zip(&theirs) {
-            assert_eq!(untimed(ours, 0), untimed(theirs, 0));
-        }
         assert!(ours[0].ends_with(" bytes=320044 ms=0.02\n"), "{}", ours[0]);
     }
 
