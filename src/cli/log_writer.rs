@@ -250,14 +250,10 @@ mod tests {
         }))
     }
 
-    /// A `warn` line: written at once.
-    fn line(output: &'static Output, text: &str) {
-        Line {
-            output,
-            urgent: true,
-        }
-        .write_all(text.as_bytes())
-        .unwrap();
+    /// A line as tracing-subscriber writes it: `urgent` for `warn` and
+    /// `error` (written at once), else one a worker may gather.
+    fn written(output: &'static Output, urgent: bool, text: &str) {
+        Line { output, urgent }.write_all(text.as_bytes()).unwrap();
     }
 
     fn lines_in(path: &std::path::Path) -> Vec<String> {
@@ -266,15 +262,6 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-
-    fn gathered(output: &'static Output, text: &str) {
-        Line {
-            output,
-            urgent: false,
-        }
-        .write_all(text.as_bytes())
-        .unwrap();
     }
 
     #[test]
@@ -286,32 +273,32 @@ mod tests {
         std::thread::spawn(move || {
             let path = in_thread;
             // Before its first park a thread writes at once.
-            gathered(output, "before\n");
+            written(output, false, "before\n");
             assert_eq!(lines_in(&path), ["before"]);
             park();
-            gathered(output, "one\n");
-            gathered(output, "two\n");
+            written(output, false, "one\n");
+            written(output, false, "two\n");
             assert_eq!(lines_in(&path), ["before"], "held until the park");
             park();
             assert_eq!(lines_in(&path), ["before", "one", "two"]);
             // A warning goes at once, after what was gathered.
-            gathered(output, "three\n");
-            line(output, "warning\n");
+            written(output, false, "three\n");
+            written(output, true, "warning\n");
             assert_eq!(
                 lines_in(&path),
                 ["before", "one", "two", "three", "warning"]
             );
             // A full batch is written without a park.
             let long = format!("{}\n", "z".repeat(BATCH_BYTES));
-            gathered(output, &long);
+            written(output, false, &long);
             assert_eq!(lines_in(&path).len(), 6);
             // An old batch is written with the next line.
-            gathered(output, "old\n");
+            written(output, false, "old\n");
             std::thread::sleep(BATCH_AGE * 2);
-            gathered(output, "new\n");
+            written(output, false, "new\n");
             assert_eq!(lines_in(&path)[6..], ["old", "new"]);
             // What is left when the thread ends is written.
-            gathered(output, "last\n");
+            written(output, false, "last\n");
         })
         .join()
         .unwrap();
@@ -329,7 +316,7 @@ mod tests {
             for text in [&short, &long, &short, &long] {
                 scope.spawn(move || {
                     for _ in 0..50 {
-                        line(output, text);
+                        written(output, true, text);
                     }
                 });
             }

@@ -23,7 +23,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 
 use crate::config::LogFormat;
-use crate::http::log::{write_request_lines_with, RequestLine};
+use crate::http::log::{write_request_lines_with, RequestLine, REQUEST_TARGET as TARGET};
 
 use super::log_writer;
 
@@ -40,9 +40,6 @@ pub fn install(format: LogFormat) -> bool {
         },
     })
 }
-
-/// The target of the request lines (`http::log`).
-const TARGET: &str = "opusgate::request";
 
 /// The line as `fmt::format().json().flatten_event(true)` writes the event:
 /// timestamp, level, message, the fields in their order, target.

@@ -219,6 +219,10 @@ pub struct RequestLine<'a> {
     pub centi_ms: u64,
 }
 
+/// The target of the request lines (`RUST_LOG=opusgate::request=off` turns
+/// them off).
+pub const REQUEST_TARGET: &str = "opusgate::request";
+
 /// Writes a request line outside tracing's event dispatch (see
 /// [`write_request_lines_with`]).
 pub type LineWriter = fn(&RequestLine<'_>);
@@ -247,7 +251,7 @@ impl RequestLine<'_> {
     fn write(&self) {
         match LINE_WRITER.get() {
             Some(writer) => {
-                if tracing::enabled!(target: "opusgate::request", Level::INFO) {
+                if tracing::enabled!(target: REQUEST_TARGET, Level::INFO) {
                     writer(self);
                 }
             }
@@ -259,7 +263,7 @@ impl RequestLine<'_> {
     /// `info`, message `request`, then the fields.
     pub fn event(&self) {
         tracing::info!(
-            target: "opusgate::request",
+            target: REQUEST_TARGET,
             method = %self.method,
             path = self.path,
             route = self.route,
